@@ -1,0 +1,30 @@
+"""pytest-connleak: fail the test that leaks an HTTP connection.
+
+The plugin itself lives in :mod:`pytest_connleak.plugin`; this package re-exports the
+public names that tests and conftest files use.
+"""
+
+from __future__ import annotations
+
+from ._ledger import Lease, Site
+from ._report import ConnectionLeakError
+from ._version import __version__
+from ._warnings import (
+    ConnleakWarning,
+    IncompatibleClientWarning,
+    LeakWarning,
+    PoolHealthWarning,
+)
+from .plugin import LeakCheck
+
+__all__ = [
+    "ConnectionLeakError",
+    "ConnleakWarning",
+    "IncompatibleClientWarning",
+    "Lease",
+    "LeakCheck",
+    "LeakWarning",
+    "PoolHealthWarning",
+    "Site",
+    "__version__",
+]

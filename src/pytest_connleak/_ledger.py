@@ -1,0 +1,371 @@
+"""The lease ledger: which pooled connections are out right now, and who took them.
+
+This module knows nothing of pytest. Client adapters call :meth:`Ledger.lease` when a
+pool hands out a connection slot and :meth:`Ledger.release` when the slot comes back;
+the pytest glue (or :func:`no_leaks`) sets :attr:`Ledger.owner` and later asks which
+leases an owner still holds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+__all__ = ["Lease", "Ledger", "PoolRecord", "Site", "ledger"]
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where user code asked for a connection: the first frame outside the HTTP libraries.
+
+    ``library`` names the outermost HTTP library frame below it, which is the library the
+    user called (``"requests"`` rather than ``"urllib3"``); it picks the hint in a report.
+    """
+
+    filename: str
+    lineno: int
+    function: str
+    module: str
+    library: str
+
+    def path(self, relative_to: str | None = None) -> str:
+        """The file name, relative to *relative_to* when it lies inside it."""
+        if relative_to:
+            try:
+                rel = os.path.relpath(self.filename, relative_to)
+            except ValueError:  # another drive on Windows
+                return self.filename
+            if not rel.startswith(os.pardir):
+                return rel
+        return self.filename
+
+    def format(self, relative_to: str | None = None) -> str:
+        """Return ``path:line in function``, the path relative to *relative_to* if inside it."""
+        return f"{self.path(relative_to)}:{self.lineno} in {self.function}"
+
+
+UNKNOWN_SITE = Site("<unknown>", 0, "<unknown>", "<unknown>", "")
+
+
+class PoolRecord:
+    """What the ledger knows of one pool: its origin, capacity and lease counters."""
+
+    __slots__ = (
+        "__weakref__",
+        "block",
+        "capacity",
+        "client",
+        "high_water",
+        "leased",
+        "leases",
+        "origin",
+        "total_leases",
+        "waits",
+    )
+
+    def __init__(self, client: str, origin: str, capacity: int | None, block: bool) -> None:
+        self.client = client
+        self.origin = origin
+        self.capacity = capacity
+        self.block = block
+        self.leases: list[Lease] = []
+        self.leased = 0
+        self.high_water = 0
+        self.total_leases = 0
+        self.waits = 0
+
+
+class Lease:
+    """One connection slot taken from a pool and not yet given back."""
+
+    __slots__ = (
+        "__weakref__",
+        "_conn_ref",
+        "_holder_ref",
+        "owner",
+        "pool",
+        "site",
+        "state",
+        "thread_name",
+    )
+
+    def __init__(
+        self,
+        pool: PoolRecord,
+        conn: object | None,
+        site: Site,
+        owner: Hashable | None,
+        thread_name: str,
+    ) -> None:
+        self.pool = pool
+        self.site = site
+        self.owner = owner
+        self.thread_name = thread_name
+        #: ``"leased"``, or what an adapter saw happen to it since (``"closed"``).
+        self.state = "leased"
+        # A weak reference only: holding the connection would keep its socket open and
+        # change what the code under test sees (a dropped response must still close it).
+        self._conn_ref: Callable[[], object | None] | None = _weak(conn)
+        self._holder_ref: Callable[[], object | None] | None = None
+
+    @property
+    def origin(self) -> str:
+        """The pool's origin, ``scheme://host:port``."""
+        return self.pool.origin
+
+    @property
+    def client(self) -> str:
+        """The adapter that recorded the lease (``urllib3``, ``httpcore``, ``aiohttp``)."""
+        return self.pool.client
+
+    @property
+    def connection(self) -> object | None:
+        """The leased connection object while it is alive, else ``None``."""
+        return self._conn_ref() if self._conn_ref is not None else None
+
+    @property
+    def connection_collected(self) -> bool:
+        """True when the connection object was leased and has since been garbage-collected."""
+        return self._conn_ref is not None and self._conn_ref() is None
+
+    def hold(self, holder: object) -> None:
+        """Remember, weakly, the response object that holds this lease."""
+        self._holder_ref = _weak(holder)
+
+    @property
+    def holder_collected(self) -> bool:
+        """True when the remembered response (else the connection) was garbage-collected."""
+        if self._holder_ref is not None:
+            return self._holder_ref() is None
+        return self.connection_collected
+
+    def __repr__(self) -> str:
+        return f"<Lease {self.origin} at {self.site.format()} owner={self.owner!r}>"
+
+
+def _weak(obj: object | None) -> Callable[[], object | None] | None:
+    if obj is None:
+        return None
+    try:
+        return weakref.ref(obj)
+    except TypeError:  # objects with __slots__ and no __weakref__: remember nothing
+        return None
+
+
+def _library_dirs(packages: Iterable[str]) -> dict[str, str]:
+    """Map each installed package's directory to its name, without importing it."""
+    dirs: dict[str, str] = {}
+    for name in packages:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        for location in (spec.submodule_search_locations or ()) if spec else ():
+            dirs[os.path.abspath(location) + os.sep] = name
+    return dirs
+
+
+# Frames in these stdlib modules sit between user code and a client library
+# (``with client.stream(...)``, tasks, executors) and are never the lease site.
+_STDLIB_GLUE = ("contextlib", "functools", "asyncio", "concurrent", "threading", "selectors")
+
+
+class Ledger:
+    """Thread-safe record of open leases, per pool, with the owner that took each.
+
+    ``owner`` is whatever the caller uses to attribute leases (a test item, a fixture, a
+    ``no_leaks()`` block); it is process-wide, not per thread, so that leases made by
+    threads a test starts are the test's.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[int, Lease] = {}
+        self._pools: weakref.WeakKeyDictionary[Any, PoolRecord] = weakref.WeakKeyDictionary()
+        self._all_pools: list[weakref.ref[PoolRecord]] = []
+        self._frame_cache: dict[str, str | None] = {}
+        self._library_prefixes: dict[str, str] = {}
+        self.owner: Hashable | None = None
+
+    # -- configuration -------------------------------------------------------------
+
+    def add_library(self, *module_names: str) -> None:
+        """Treat frames from these imported packages as library code, not lease sites."""
+        with self._lock:
+            self._library_prefixes.update(_library_dirs(module_names))
+            self._frame_cache.clear()
+
+    # -- the request path ----------------------------------------------------------
+
+    def pool_record(
+        self,
+        pool: Any,
+        client: str,
+        origin: Callable[[], str],
+        capacity: Callable[[], tuple[int | None, bool]],
+    ) -> PoolRecord:
+        """Return the record for *pool*, creating it on first sight."""
+        rec = self._pools.get(pool)
+        if rec is None:
+            size, block = capacity()
+            rec = PoolRecord(client, origin(), size, block)
+            with self._lock:
+                existing = self._pools.get(pool)
+                if existing is not None:
+                    return existing
+                self._pools[pool] = rec
+                self._all_pools.append(weakref.ref(rec))
+        return rec
+
+    def lease(self, rec: PoolRecord, conn: object | None) -> Lease:
+        """Record that *rec*'s pool handed out a slot (holding *conn*, if known)."""
+        lease = Lease(rec, conn, self.capture_site(), self.owner, threading.current_thread().name)
+        with self._lock:
+            self._open[id(lease)] = lease
+            rec.leases.append(lease)
+            rec.leased += 1
+            rec.total_leases += 1
+            if rec.leased > rec.high_water:
+                rec.high_water = rec.leased
+        return lease
+
+    def find(self, rec: PoolRecord, conn: object) -> Lease | None:
+        """The open lease of *rec*'s pool that holds *conn*, if any."""
+        with self._lock:
+            for lease in reversed(rec.leases):
+                ref = lease._conn_ref
+                if ref is not None and ref() is conn:
+                    return lease
+        return None
+
+    def release(self, rec: PoolRecord, conn: object | None = None) -> Lease | None:
+        """Record that a slot of *rec*'s pool came back.
+
+        Slots are what is counted: *conn* picks the matching lease when it is known; when it
+        is ``None`` (urllib3 returns the slot of a discarded connection with ``None``), the
+        newest lease of this pool taken by the current thread balances it, else the newest.
+        """
+        with self._lock:
+            leases = rec.leases
+            if not leases:
+                return None
+            found = -1
+            if conn is not None:
+                for i in range(len(leases) - 1, -1, -1):
+                    ref = leases[i]._conn_ref
+                    if ref is not None and ref() is conn:
+                        found = i
+                        break
+                if found < 0:
+                    return None  # leased before we were watching
+            else:
+                me = threading.current_thread().name
+                for i in range(len(leases) - 1, -1, -1):
+                    if leases[i].thread_name == me:
+                        found = i
+                        break
+                if found < 0:
+                    found = len(leases) - 1
+            lease = leases.pop(found)
+            rec.leased -= 1
+            self._open.pop(id(lease), None)
+            return lease
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give back exactly *lease* (adapters that can keep the lease object use this)."""
+        with self._lock:
+            if self._open.pop(id(lease), None) is None:
+                return
+            try:
+                lease.pool.leases.remove(lease)
+            except ValueError:  # pragma: no cover - the two indexes never disagree
+                return
+            lease.pool.leased -= 1
+
+    def note_wait(self, rec: PoolRecord) -> None:
+        """Record that a request had to wait for a free slot of *rec*'s pool."""
+        with self._lock:
+            rec.waits += 1
+
+    def capture_site(self) -> Site:
+        """Find the first frame outside the HTTP libraries, this package and stdlib glue."""
+        cache = self._frame_cache
+        frame: FrameType | None = sys._getframe(1)
+        library = ""
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            try:
+                lib = cache[filename]
+            except KeyError:
+                lib = cache[filename] = self._classify(filename)
+            if lib is None:
+                return Site(
+                    filename,
+                    frame.f_lineno,
+                    frame.f_code.co_name,
+                    frame.f_globals.get("__name__", "?"),
+                    library,
+                )
+            if lib:
+                library = lib
+            frame = frame.f_back
+        return UNKNOWN_SITE
+
+    def _classify(self, filename: str) -> str | None:
+        """Return the library a file belongs to, ``""`` for glue to skip, None for user code."""
+        for prefix, name in self._library_prefixes.items():
+            if filename.startswith(prefix):
+                return name
+        if filename.startswith(_OWN_DIR):
+            return ""
+        if filename.startswith("<frozen") or _is_stdlib_glue(filename):
+            return ""
+        return None
+
+    # -- questions -------------------------------------------------------------------
+
+    def open_leases(self, owner: Hashable | None = None) -> list[Lease]:
+        """Open leases, oldest first; only those of *owner* when it is given."""
+        with self._lock:
+            leases = list(self._open.values())
+        if owner is None:
+            return leases
+        return [lease for lease in leases if lease.owner == owner]
+
+    def disown(self, leases: Iterable[Lease]) -> None:
+        """Detach *leases* from their owner so that they are judged once only."""
+        with self._lock:
+            for lease in leases:
+                lease.owner = None
+
+    def pools(self) -> list[PoolRecord]:
+        """Every pool record still alive or still holding a lease."""
+        with self._lock:
+            alive = [rec for ref in self._all_pools if (rec := ref()) is not None]
+            self._all_pools = [weakref.ref(rec) for rec in alive]
+        return alive
+
+    def size(self) -> int:
+        """How many objects the ledger holds (open leases plus pool records)."""
+        with self._lock:
+            return len(self._open) + len(self._all_pools)
+
+
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_STDLIB_DIR = os.path.dirname(os.path.abspath(os.__file__)) + os.sep
+_GLUE_PREFIXES = tuple(_STDLIB_DIR + name for name in _STDLIB_GLUE)
+
+
+def _is_stdlib_glue(filename: str) -> bool:
+    return filename.startswith(_GLUE_PREFIXES)
+
+
+ledger = Ledger()
+"""The process-wide ledger that every adapter records into."""

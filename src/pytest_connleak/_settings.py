@@ -1,0 +1,75 @@
+"""Options, ini values and marker arguments, parsed once into typed values.
+
+Every bad value becomes a :class:`pytest.UsageError` that names what is valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+__all__ = ["AllowLeaks", "Settings", "parse_allow_leaks", "parse_bool", "resolve_settings"]
+
+_TRUE = ("1", "true", "yes", "on", "y", "t")
+_FALSE = ("0", "false", "no", "off", "n", "f", "")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the command line and ini file asked for, resolved once per run."""
+
+    check_all: bool
+
+
+@dataclass(frozen=True)
+class AllowLeaks:
+    """The arguments of one ``@pytest.mark.allow_leaks`` marker."""
+
+    reason: str | None
+
+
+ALLOW_LEAKS_ARGUMENTS = ("reason",)
+
+
+def parse_bool(value: object, name: str) -> bool:
+    """Parse an ini boolean the way pytest does, with a message naming the valid values."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise pytest.UsageError(
+        f"{name} = {value!r} is not a boolean; use one of: true, false (or 1/0, yes/no, on/off)"
+    )
+
+
+def resolve_settings(config: pytest.Config) -> Settings:
+    """Read ``--leak-check``/``--no-leak-check`` and fall back to ini ``leak_check``."""
+    option = config.getoption("leak_check", None)
+    if option is None:
+        option = parse_bool(config.getini("leak_check"), "leak_check")
+    return Settings(check_all=bool(option))
+
+
+def parse_allow_leaks(marker: pytest.Mark, nodeid: str) -> AllowLeaks:
+    """Check the arguments of an ``allow_leaks`` marker; raise a UsageError if they are off."""
+    where = f"@pytest.mark.allow_leaks on {nodeid}"
+    unknown = sorted(set(marker.kwargs) - set(ALLOW_LEAKS_ARGUMENTS))
+    if unknown:
+        valid = ", ".join(f"{name}=" for name in ALLOW_LEAKS_ARGUMENTS)
+        raise pytest.UsageError(
+            f"{where}: unexpected argument {', '.join(map(repr, unknown))}; valid arguments: "
+            f"{valid}"
+        )
+    if len(marker.args) > 1 or (marker.args and "reason" in marker.kwargs):
+        raise pytest.UsageError(
+            f"{where}: takes at most one positional argument, the reason "
+            '(write allow_leaks(reason="..."))'
+        )
+    reason = marker.args[0] if marker.args else marker.kwargs.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise pytest.UsageError(f"{where}: reason must be a string, got {reason!r}")
+    return AllowLeaks(reason=reason)

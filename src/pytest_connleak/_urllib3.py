@@ -1,0 +1,128 @@
+"""urllib3 (and so requests): a lease is ``_get_conn``, a return is ``_put_conn``.
+
+Every release path of urllib3 1.26 and 2.x goes through ``_put_conn``, including the
+error path, which gives the slot back as ``_put_conn(None)`` after discarding a broken
+connection; the ledger balances slots, not connection objects, for that reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._adapters import Adapter, Patcher, expect_signature
+from ._ledger import Lease, Ledger
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+REQUESTS_HINT = (
+    "close the response (response.close(), or use it as a context manager) or read its body"
+)
+URLLIB3_HINT = (
+    "read the body to the end or call response.release_conn() "
+    "(or use preload_content=True, the default)"
+)
+CLOSED_NOT_RELEASED = (
+    "the response was closed but never released: urllib3's HTTPResponse.close() (and a "
+    "`with` around a preload_content=False response whose body was not read) closes the "
+    "socket but never returns the connection to the pool; call response.release_conn() "
+    "after close(), or read the body to the end"
+)
+CLOSED_OR_DROPPED = (
+    "the response was closed or dropped without being released: urllib3's "
+    "HTTPResponse.close() (which `with` and garbage collection call) closes the socket but "
+    "never returns the connection to the pool; read the body to the end or call "
+    "response.release_conn()"
+)
+COLLECTED = (
+    "the response was dropped without being closed; garbage collection closed its socket, "
+    "but the pool never got the connection back"
+)
+
+
+def origin_of(pool: Any) -> str:
+    """``scheme://host:port`` of a urllib3 connection pool."""
+    scheme = getattr(pool, "scheme", "http")
+    host = str(getattr(pool, "host", "?"))
+    port = getattr(pool, "port", None) or _DEFAULT_PORTS.get(scheme, 0)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+def _capacity(pool: Any) -> tuple[int | None, bool]:
+    queue = getattr(pool, "pool", None)
+    size = getattr(queue, "maxsize", None)
+    return (size if isinstance(size, int) and size > 0 else None), bool(pool.block)
+
+
+class Urllib3Adapter(Adapter):
+    """Tracks ``urllib3.connectionpool.HTTPConnectionPool`` and everything built on it."""
+
+    name = "urllib3"
+    module = "urllib3"
+    hint = URLLIB3_HINT
+
+    def advise(self, lease: Lease) -> str:
+        if lease.site.library == "requests":
+            return f"{COLLECTED}; {REQUESTS_HINT}" if lease.holder_collected else REQUESTS_HINT
+        if lease.state == "closed":
+            return CLOSED_OR_DROPPED if lease.holder_collected else CLOSED_NOT_RELEASED
+        return f"{COLLECTED}; {URLLIB3_HINT}" if lease.holder_collected else URLLIB3_HINT
+
+    def patch(self, ledger: Ledger, patcher: Patcher) -> None:
+        from urllib3 import connectionpool, response
+
+        cls = connectionpool.HTTPConnectionPool
+        expect_signature(cls, "_get_conn", ("self", "timeout"))
+        expect_signature(cls, "_put_conn", ("self", "conn"))
+        expect_signature(response.HTTPResponse, "close", ("self",))
+
+        record = ledger.pool_record
+        name = self.name
+
+        def record_of(pool: Any) -> Any:
+            return record(pool, name, lambda: origin_of(pool), lambda: _capacity(pool))
+
+        def make_get(original: Callable[..., Any]) -> Callable[..., Any]:
+            def _get_conn(self: Any, *args: Any, **kwargs: Any) -> Any:
+                rec = record_of(self)
+                if rec.block and rec.capacity is not None and rec.leased >= rec.capacity:
+                    ledger.note_wait(rec)
+                conn = original(self, *args, **kwargs)
+                ledger.lease(rec, conn)
+                return conn
+
+            return _get_conn
+
+        def make_put(original: Callable[..., Any]) -> Callable[..., Any]:
+            def _put_conn(self: Any, *args: Any, **kwargs: Any) -> Any:
+                conn = args[0] if args else kwargs.get("conn")
+                rec = record_of(self)
+                try:
+                    return original(self, *args, **kwargs)
+                finally:
+                    # After the original: FullPoolError still returns the slot to us.
+                    ledger.release(rec, conn)
+
+            return _put_conn
+
+        def make_close(original: Callable[..., Any]) -> Callable[..., Any]:
+            def close(self: Any, *args: Any, **kwargs: Any) -> Any:
+                result = original(self, *args, **kwargs)
+                # urllib3 closes the socket here but keeps the slot until release_conn();
+                # remember it, so the report can say exactly that.
+                conn = getattr(self, "_connection", None)
+                pool = getattr(self, "_pool", None)
+                if conn is not None and pool is not None:
+                    lease = ledger.find(record_of(pool), conn)
+                    if lease is not None:
+                        lease.state = "closed"
+                        lease.hold(self)
+                return result
+
+            return close
+
+        patcher.wrap(cls, "_get_conn", make_get)
+        patcher.wrap(cls, "_put_conn", make_put)
+        patcher.wrap(response.HTTPResponse, "close", make_close)

@@ -1,0 +1,308 @@
+"""The pytest glue: options, marker, fixture, and the per-test verdict.
+
+Flag, ini value, fixture and marker all end in :func:`should_check`, so they cannot
+disagree. Nothing is patched until checking is enabled for at least one test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+import pytest
+
+from ._adapters import Instrumentation
+from ._ledger import Lease, ledger
+from ._report import ConnectionLeakError, format_leaks, leak_repr
+from ._settings import Settings, parse_allow_leaks, resolve_settings
+from ._warnings import IncompatibleClientWarning
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+CHECKER_KEY = pytest.StashKey["LeakChecker"]()
+_REQUESTED_KEY = pytest.StashKey[bool]()
+
+LEAK_PROPERTY = "connection_leak"
+"""Name of the ``user_properties`` entry (and JUnit XML property) of each leak."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("connleak", "HTTP connection leak checks (pytest-connleak)")
+    group.addoption(
+        "--leak-check",
+        action="store_true",
+        dest="leak_check",
+        default=None,
+        help="fail every test that leaves an HTTP connection leased from a pool "
+        "(urllib3/requests, httpx, aiohttp). Ini: leak_check.",
+    )
+    group.addoption(
+        "--no-leak-check",
+        action="store_false",
+        dest="leak_check",
+        help="turn off the check for every test, overriding the leak_check ini value "
+        "(tests that request the leak_check fixture are still checked).",
+    )
+    parser.addini(
+        "leak_check",
+        type="string",
+        default="false",
+        help="check every test for leaked HTTP connections (true/false, default false).",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "allow_leaks(reason=...): do not fail this test (function, class or module) for "
+        "HTTP connections it leaves leased; they are still counted in the summary.",
+    )
+    settings = resolve_settings(config)
+    config.stash[SETTINGS_KEY] = settings
+    if settings.check_all and not _is_xdist_controller(config):
+        activate(config)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    settings = config.stash.get(SETTINGS_KEY, None)
+    checker = config.stash.get(CHECKER_KEY, None)
+    if settings is None or not settings.check_all:
+        return None
+    tracked = ", ".join(checker.tracked()) if checker else "in the workers"
+    return f"connleak: checking every test for leaked HTTP connections (tracking {tracked})"
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    uses_fixture = False
+    for item in items:
+        for marker in item.iter_markers("allow_leaks"):
+            parse_allow_leaks(marker, item.nodeid)
+        if "leak_check" in getattr(item, "fixturenames", ()):
+            uses_fixture = True
+    if uses_fixture and not _is_xdist_controller(config):
+        activate(config)
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    # The controller runs no test; patching it would only cost start-up time.
+    return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
+
+
+def activate(config: pytest.Config) -> LeakChecker:
+    """Install the instrumentation and the per-test hooks once for this run."""
+    checker = config.stash.get(CHECKER_KEY, None)
+    if checker is not None:
+        return checker
+    checker = LeakChecker(config, Instrumentation(ledger))
+    config.stash[CHECKER_KEY] = checker
+    for problem in checker.instrumentation.install():
+        config.issue_config_time_warning(IncompatibleClientWarning(problem), stacklevel=2)
+    config.add_cleanup(checker.close)
+    config.pluginmanager.register(checker, "connleak-checker")
+    return checker
+
+
+def should_check(item: pytest.Item) -> bool:
+    """Whether *item*'s leaks fail it: the one rule behind flag, ini, fixture and marker."""
+    if not isinstance(item, pytest.Function):
+        return False
+    if item.get_closest_marker("allow_leaks") is not None:
+        return False
+    settings = item.config.stash[SETTINGS_KEY]
+    return (
+        settings.check_all
+        or "leak_check" in item.fixturenames
+        or item.stash.get(_REQUESTED_KEY, False)
+    )
+
+
+@dataclass(frozen=True)
+class FixtureOwner:
+    """Owner of the leases made while a fixture wider than a function was set up."""
+
+    argname: str
+    scope: str
+    ident: int = field(compare=True)
+
+    def describe(self) -> str:
+        return f"fixture '{self.argname}' ({self.scope} scope)"
+
+
+class LeakChecker:
+    """Attributes leases to tests and fixtures, and judges them when their scope ends."""
+
+    def __init__(self, config: pytest.Config, instrumentation: Instrumentation) -> None:
+        self.config = config
+        self.instrumentation = instrumentation
+        self.rootdir = str(config.rootpath)
+        self._fixture_owners: dict[int, FixtureOwner] = {}
+        self._pending: list[tuple[FixtureOwner, list[Lease]]] = []
+
+    def tracked(self) -> list[str]:
+        return [f"{a.name} {a.version()}" for a in self.instrumentation.installed] or ["nothing"]
+
+    def close(self) -> None:
+        self.instrumentation.uninstall()
+        ledger.owner = None
+        if self.config.pluginmanager.is_registered(self):
+            self.config.pluginmanager.unregister(self)
+
+    def report(self, leases: list[Lease], culprit: str, when: str) -> str:
+        return format_leaks(leases, culprit, when, self.instrumentation.advise, self.rootdir)
+
+    # -- attribution -------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
+        ledger.owner = item.nodeid
+        return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(
+        self, fixturedef: pytest.FixtureDef[object], request: pytest.FixtureRequest
+    ) -> Generator[None, object, object]:
+        if fixturedef.scope == "function":
+            return (yield)
+        owner = FixtureOwner(fixturedef.argname, fixturedef.scope, id(fixturedef))
+        self._fixture_owners[id(fixturedef)] = owner
+        previous, ledger.owner = ledger.owner, owner
+        try:
+            return (yield)
+        finally:
+            ledger.owner = previous
+
+    def pytest_fixture_post_finalizer(
+        self, fixturedef: pytest.FixtureDef[object], request: pytest.FixtureRequest
+    ) -> None:
+        owner = self._fixture_owners.pop(id(fixturedef), None)
+        if owner is None:
+            return
+        leases = ledger.open_leases(owner)
+        if leases:
+            ledger.disown(leases)
+            self._pending.append((owner, leases))
+
+    # -- the verdict ---------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> Generator[None, None, None]:
+        __tracebackhide__ = True
+        try:
+            result = yield
+        finally:
+            # After the yield every function-scoped fixture, and any wider scope ending
+            # here, has been finalised: what is still leased now was never given back.
+            leases = ledger.open_leases(item.nodeid)
+            ledger.disown(leases)
+            ledger.owner = None
+            pending, self._pending = self._pending, []
+        if should_check(item):
+            self._judge(item, leases, pending)
+        return result
+
+    def _judge(
+        self,
+        item: pytest.Item,
+        leases: list[Lease],
+        pending: list[tuple[FixtureOwner, list[Lease]]],
+    ) -> None:
+        __tracebackhide__ = True
+        name = item.name if isinstance(item, pytest.Function) else item.nodeid
+        parts = []
+        everything: list[Lease] = []
+        if leases:
+            parts.append(self.report(leases, name, "still leased at teardown"))
+            everything += leases
+        for owner, held in pending:
+            parts.append(self.report(held, owner.describe(), "still leased when it was finalised"))
+            everything += held
+        if not parts:
+            return
+        message = "\n".join(parts)
+        for lease in everything:
+            item.user_properties.append(
+                (LEAK_PROPERTY, f"{lease.origin} {lease.site.format(self.rootdir)}")
+            )
+        raise ConnectionLeakError(message, everything)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if call.excinfo is not None and isinstance(call.excinfo.value, ConnectionLeakError):
+            # Our frames say nothing useful to the user; the message says everything.
+            report.longrepr = leak_repr(call.excinfo.value, self.rootdir)
+        return report
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        _summary(terminalreporter)
+
+
+def _summary(terminalreporter: pytest.TerminalReporter) -> None:
+    leaking: dict[str, list[str]] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name == LEAK_PROPERTY and getattr(report, "when", None) == "teardown":
+                    leaking.setdefault(report.nodeid, []).append(str(value))
+    if not leaking:
+        return
+    terminalreporter.write_sep("=", "connection leaks", yellow=True)
+    for nodeid, lines in leaking.items():
+        count = len(lines)
+        terminalreporter.write_line(
+            f"{nodeid}: {count} connection{'s' if count != 1 else ''} leaked"
+        )
+        for line in lines:
+            terminalreporter.write_line(f"    {line}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # On an xdist controller no checker is registered; the reports still carry the leaks.
+    if terminalreporter.config.stash.get(CHECKER_KEY, None) is None:
+        _summary(terminalreporter)
+
+
+class LeakCheck:
+    """What the ``leak_check`` fixture returns: the current test's open leases.
+
+    Requesting the fixture turns the check on for that test even without
+    ``--leak-check``.
+    """
+
+    def __init__(self, checker: LeakChecker, item: pytest.Item) -> None:
+        self._checker = checker
+        self._item = item
+
+    def leased(self) -> list[Lease]:
+        """The connections this test holds right now, oldest first."""
+        return ledger.open_leases(self._item.nodeid)
+
+    def assert_no_leaks(self) -> None:
+        """Raise :class:`ConnectionLeakError` if this test holds any connection now."""
+        __tracebackhide__ = True
+        leases = self.leased()
+        if leases:
+            name = self._item.name
+            raise ConnectionLeakError(
+                self._checker.report(leases, name, "still leased at assert_no_leaks()"), leases
+            )
+
+
+@pytest.fixture
+def leak_check(request: pytest.FixtureRequest) -> LeakCheck:
+    """Fail this test if it leaves an HTTP connection leased, even without --leak-check.
+
+    Returns a :class:`pytest_connleak.LeakCheck` with ``leased()`` and
+    ``assert_no_leaks()``. Make it autouse in a conftest.py to check a whole directory.
+    """
+    checker = activate(request.config)
+    request.node.stash[_REQUESTED_KEY] = True
+    if ledger.owner is None:  # requested late, through getfixturevalue()
+        ledger.owner = request.node.nodeid
+    return LeakCheck(checker, request.node)
