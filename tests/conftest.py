@@ -1,0 +1,68 @@
+"""Shared fixtures: one real keep-alive HTTP server on 127.0.0.1 for the whole suite.
+
+Plugin behaviour is tested with ``pytester``: the inner test files reach this server
+through the ``BASE_URL`` constant that :func:`base_conftest` writes into their conftest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+LB_403_PAGE = (
+    "<html>\r\n<head><title>403 Forbidden</title></head>\r\n<body>\r\n"
+    "<center><h1>403 Forbidden</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n" + "<!-- a padding to disable MSIE and Chrome friendly error page -->\r\n" * 6
+)
+
+
+@pytest.fixture(scope="session")
+def http_server() -> Iterator[HTTPServer]:
+    """A threaded server (HTTP/1.1 keep-alive) with fixed routes, shared by every test.
+
+    Routes: ``/ok`` (200, short body), ``/403`` (403 with a load balancer's HTML page),
+    ``/empty403`` (403, no body), ``/big`` (200, 1 MiB), ``/json`` (200, JSON).
+    """
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.expect_request("/ok").respond_with_data("ok")
+    server.expect_request("/403").respond_with_data(
+        LB_403_PAGE, status=403, content_type="text/html"
+    )
+    server.expect_request("/empty403").respond_with_data("", status=403)
+    server.expect_request("/big").respond_with_data(b"x" * (1 << 20))
+    server.expect_request("/json").respond_with_json({"ok": True})
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture
+def base_url(http_server: HTTPServer) -> str:
+    """``http://127.0.0.1:PORT`` of :func:`http_server`."""
+    return f"http://127.0.0.1:{http_server.port}"
+
+
+@pytest.fixture
+def base_conftest(pytester: pytest.Pytester, base_url: str) -> pytest.Pytester:
+    """A pytester project whose conftest defines ``BASE_URL`` and a ``url`` fixture."""
+    pytester.makeini(
+        """
+        [pytest]
+        asyncio_default_fixture_loop_scope = function
+        """
+    )
+    pytester.makeconftest(
+        f"""
+        import pytest
+
+        BASE_URL = {base_url!r}
+
+        @pytest.fixture
+        def url():
+            return BASE_URL
+        """
+    )
+    return pytester
