@@ -9,6 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
+# Imported once here so pytester's in-process runs share these modules: a run that
+# imported them itself would have them removed afterwards, and the next run would mix
+# classes from two copies (requests' cookie jar checks fail that way).
+import requests  # noqa: F401
+import urllib3  # noqa: F401
 from pytest_httpserver import HTTPServer
 
 LB_403_PAGE = (
@@ -60,7 +66,7 @@ def base_conftest(pytester: pytest.Pytester, base_url: str) -> pytest.Pytester:
 
         BASE_URL = {base_url!r}
 
-        @pytest.fixture
+        @pytest.fixture(scope="session")
         def url():
             return BASE_URL
         """
