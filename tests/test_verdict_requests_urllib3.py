@@ -392,4 +392,4 @@ def test_real_consequence_blocking_pool(base_conftest: pytest.Pytester) -> None:
     unchecked.stdout.fnmatch_lines(["E   *urllib3.exceptions.EmptyPoolError: *Pool is empty*"])
     checked = base_conftest.runpytest("--leak-check")
     checked.assert_outcomes(passed=1, failed=1, errors=1)
-    checked.stdout.fnmatch_lines(["ERROR *::test_leaks - ConnectionLeakError*"])
+    checked.stdout.fnmatch_lines(["ERROR *::test_leaks - ConnectionLeak*"])
