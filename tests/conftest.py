@@ -51,6 +51,17 @@ def base_url(http_server: HTTPServer) -> str:
     return f"http://127.0.0.1:{http_server.port}"
 
 
+@pytest.fixture(autouse=True)
+def _inner_runs_quiet(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give every pytester run pytest-asyncio's loop scope, or it warns in each run.
+
+    Pytester clears PYTEST_ADDOPTS when it starts, so this runs after it.
+    """
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")
+        monkeypatch.setenv("PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function")
+
+
 @pytest.fixture
 def base_conftest(pytester: pytest.Pytester, base_url: str) -> pytest.Pytester:
     """A pytester project whose conftest defines ``BASE_URL`` and a ``url`` fixture."""
