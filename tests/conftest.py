@@ -20,7 +20,9 @@ from pytest_httpserver import HTTPServer
 LB_403_PAGE = (
     "<html>\r\n<head><title>403 Forbidden</title></head>\r\n<body>\r\n"
     "<center><h1>403 Forbidden</h1></center>\r\n<hr><center>nginx</center>\r\n"
-    "</body>\r\n</html>\r\n" + "<!-- a padding to disable MSIE and Chrome friendly error page -->\r\n" * 6
+    "</body>\r\n</html>\r\n"
+    + "<!-- a padding to disable MSIE and Chrome friendly error page -->\r\n"
+    * 6
 )
 
 

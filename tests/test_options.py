@@ -55,9 +55,7 @@ def test_no_leak_check_overrides_ini(base_conftest: pytest.Pytester) -> None:
 def test_last_flag_wins(base_conftest: pytest.Pytester) -> None:
     base_conftest.makepyfile(LEAKY)
     base_conftest.runpytest("--leak-check", "--no-leak-check").assert_outcomes(passed=1)
-    base_conftest.runpytest("--no-leak-check", "--leak-check").assert_outcomes(
-        passed=1, errors=1
-    )
+    base_conftest.runpytest("--no-leak-check", "--leak-check").assert_outcomes(passed=1, errors=1)
 
 
 def test_bad_ini_value_is_a_usage_error(pytester: pytest.Pytester) -> None:

@@ -61,7 +61,8 @@ LEAKS = {
         import urllib3
 
         def test_it(url):
-            r = urllib3.PoolManager().request("GET", url + "/big", preload_content=False)  # leased here
+            pm = urllib3.PoolManager()
+            r = pm.request("GET", url + "/big", preload_content=False)  # leased here
             assert r.read(10) == b"x" * 10
         """,
     "empty_body_stream": """

@@ -25,9 +25,7 @@ __all__ = [
     "expect_signature",
 ]
 
-ADAPTERS: tuple[str, ...] = (
-    "pytest_connleak._urllib3:Urllib3Adapter",
-)
+ADAPTERS: tuple[str, ...] = ("pytest_connleak._urllib3:Urllib3Adapter",)
 """``module:Class`` of every adapter, in install order."""
 
 # Packages whose frames are never a lease site, whether or not we patch them: a user

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ._ledger import Lease
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr
 
 __all__ = ["ConnectionLeakError", "format_leaks", "lease_line", "leak_repr"]
 
@@ -57,7 +61,7 @@ def format_leaks(
     return "\n".join(out)
 
 
-def leak_repr(error: ConnectionLeakError, relative_to: str | None = None) -> object:
+def leak_repr(error: ConnectionLeakError, relative_to: str | None = None) -> TerminalRepr | str:
     """A pytest report body for *error*: the message, then the first lease site.
 
     It reads like any pytest failure (``E`` lines, then ``path:line: ConnectionLeakError``)
