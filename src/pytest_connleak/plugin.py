@@ -15,14 +15,12 @@ from ._adapters import Instrumentation
 from ._ledger import Lease, ledger
 from ._report import ConnectionLeakError, format_leaks, leak_repr
 from ._settings import Settings, parse_allow_leaks, resolve_settings
+from ._summary import LEAK_PROPERTY, write_summary
 from ._warnings import IncompatibleClientWarning
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 CHECKER_KEY = pytest.StashKey["LeakChecker"]()
 _REQUESTED_KEY = pytest.StashKey[bool]()
-
-LEAK_PROPERTY = "connection_leak"
-"""Name of the ``user_properties`` entry (and JUnit XML property) of each leak."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -239,33 +237,14 @@ class LeakChecker:
         return report
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        _summary(terminalreporter)
-
-
-def _summary(terminalreporter: pytest.TerminalReporter) -> None:
-    leaking: dict[str, list[str]] = {}
-    for reports in terminalreporter.stats.values():
-        for report in reports:
-            for name, value in getattr(report, "user_properties", ()):
-                if name == LEAK_PROPERTY and getattr(report, "when", None) == "teardown":
-                    leaking.setdefault(report.nodeid, []).append(str(value))
-    if not leaking:
-        return
-    terminalreporter.write_sep("=", "connection leaks", yellow=True)
-    for nodeid, lines in leaking.items():
-        count = len(lines)
-        terminalreporter.write_line(
-            f"{nodeid}: {count} connection{'s' if count != 1 else ''} leaked"
-        )
-        for line in lines:
-            terminalreporter.write_line(f"    {line}")
+        write_summary(terminalreporter)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     # On an xdist controller no checker is registered; the reports still carry the leaks.
     if terminalreporter.config.stash.get(CHECKER_KEY, None) is None:
-        _summary(terminalreporter)
+        write_summary(terminalreporter)
 
 
 class LeakCheck:
