@@ -238,7 +238,7 @@ def test_summary_lists_leaking_tests(base_conftest: pytest.Pytester) -> None:
         [
             "*= connection leaks =*",
             "test_summary_lists_leaking_tests.py::test_a: 1 connection leaked",
-            "    http://127.0.0.1:* test_summary_lists_leaking_tests.py:4 in test_a",
+            "    http://127.0.0.1:* — leased at test_summary_lists_leaking_tests.py:4 in test_a",
             "test_summary_lists_leaking_tests.py::test_c: 2 connections leaked",
         ]
     )
@@ -257,5 +257,5 @@ def test_junit_xml_carries_the_leak(base_conftest: pytest.Pytester) -> None:
     base_conftest.runpytest("--leak-check", "--junitxml=out.xml")
     xml = (base_conftest.path / "out.xml").read_text()
     assert '<property name="connection_leak" value="http://127.0.0.1:' in xml
-    assert "test_junit_xml_carries_the_leak.py:4 in test_a" in xml
+    assert "— leased at test_junit_xml_carries_the_leak.py:4 in test_a" in xml
     assert "ConnectionLeakError: 1 connection leaked by test_a" in xml

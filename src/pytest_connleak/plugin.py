@@ -13,7 +13,7 @@ import pytest
 
 from ._adapters import Instrumentation
 from ._ledger import Lease, ledger
-from ._report import ConnectionLeakError, format_leaks, leak_repr
+from ._report import ConnectionLeakError, format_leaks, lease_line, leak_repr
 from ._settings import Settings, parse_allow_leaks, resolve_settings
 from ._summary import LEAK_PROPERTY, write_summary
 from ._warnings import IncompatibleClientWarning
@@ -221,9 +221,7 @@ class LeakChecker:
             return
         message = "\n".join(parts)
         for lease in everything:
-            item.user_properties.append(
-                (LEAK_PROPERTY, f"{lease.origin} {lease.site.format(self.rootdir)}")
-            )
+            item.user_properties.append((LEAK_PROPERTY, lease_line(lease, self.rootdir)))
         raise ConnectionLeakError(message, everything)
 
     @pytest.hookimpl(wrapper=True)
