@@ -165,3 +165,21 @@ HTTPConnectionPool._get_conn = _get_conn
             "does not take ('self', 'timeout'); leaks through urllib3 will not be reported",
         ]
     )
+
+
+def test_unhashable_pool_subclass_still_works(tracked: Ledger, base_url: str) -> None:
+    class ComparablePool(HTTPConnectionPool):
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, ComparablePool) and other.port == self.port
+
+        __hash__ = None  # type: ignore[assignment]
+
+    port = int(base_url.rsplit(":", 1)[1])
+    pool = ComparablePool("127.0.0.1", port)
+    try:
+        response = pool.urlopen("GET", "/ok", preload_content=False)
+        assert [lease.origin for lease in tracked.open_leases()] == [base_url]
+        assert response.read() == b"ok"
+        assert tracked.open_leases() == []
+    finally:
+        pool.close()

@@ -190,6 +190,8 @@ class Ledger:
         self._open: dict[int, Lease] = {}
         self._pools: weakref.WeakKeyDictionary[Any, PoolRecord] = weakref.WeakKeyDictionary()
         self._all_pools: list[weakref.ref[PoolRecord]] = []
+        # Pools that cannot be weak keys; rare, and kept for the whole run.
+        self._by_id: dict[int, PoolRecord] = {}
         self._frame_cache: dict[str, str | None] = {}
         self._library_prefixes: dict[str, str] = {}
         self.owner: Hashable | None = None
@@ -212,7 +214,10 @@ class Ledger:
         capacity: Callable[[], tuple[int | None, bool]],
     ) -> PoolRecord:
         """Return the record for *pool*, creating it on first sight."""
-        rec = self._pools.get(pool)
+        try:
+            rec = self._pools.get(pool)
+        except TypeError:  # a pool subclass that is unhashable or not weakly referenceable
+            return self._unhashable_record(pool, client, origin, capacity)
         if rec is None:
             size, block = capacity()
             rec = PoolRecord(client, origin(), size, block)
@@ -223,6 +228,21 @@ class Ledger:
                 self._pools[pool] = rec
                 self._all_pools.append(weakref.ref(rec))
         return rec
+
+    def _unhashable_record(
+        self,
+        pool: Any,
+        client: str,
+        origin: Callable[[], str],
+        capacity: Callable[[], tuple[int | None, bool]],
+    ) -> PoolRecord:
+        with self._lock:
+            rec = self._by_id.get(id(pool))
+            if rec is None:
+                size, block = capacity()
+                rec = self._by_id[id(pool)] = PoolRecord(client, origin(), size, block)
+                self._all_pools.append(weakref.ref(rec))
+            return rec
 
     def lease(self, rec: PoolRecord, conn: object | None) -> Lease:
         """Record that *rec*'s pool handed out a slot (holding *conn*, if known)."""

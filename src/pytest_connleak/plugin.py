@@ -13,7 +13,7 @@ import pytest
 
 from ._adapters import Instrumentation
 from ._ledger import Lease, ledger
-from ._report import ConnectionLeakError, format_leaks, lease_line, leak_repr
+from ._report import ConnectionLeakError, format_leaks, leak_repr, lease_line
 from ._settings import Settings, parse_allow_leaks, resolve_settings
 from ._summary import LEAK_PROPERTY, write_summary
 from ._warnings import IncompatibleClientWarning
