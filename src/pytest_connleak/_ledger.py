@@ -229,6 +229,14 @@ class Ledger:
                 self._all_pools.append(weakref.ref(rec))
         return rec
 
+    def known_record(self, pool: Any) -> PoolRecord | None:
+        """The record of *pool* if it ever leased a connection while we watched, else None."""
+        try:
+            rec = self._pools.get(pool)
+        except TypeError:
+            return self._by_id.get(id(pool))
+        return rec
+
     def _unhashable_record(
         self,
         pool: Any,

@@ -79,6 +79,7 @@ class Urllib3Adapter(Adapter):
         expect_signature(response.HTTPResponse, "close", ("self",))
 
         record = ledger.pool_record
+        known = ledger.known_record
         name = self.name
 
         def record_of(pool: Any) -> Any:
@@ -98,12 +99,15 @@ class Urllib3Adapter(Adapter):
         def make_put(original: Callable[..., Any]) -> Callable[..., Any]:
             def _put_conn(self: Any, *args: Any, **kwargs: Any) -> Any:
                 conn = args[0] if args else kwargs.get("conn")
-                rec = record_of(self)
                 try:
                     return original(self, *args, **kwargs)
                 finally:
                     # After the original: FullPoolError still returns the slot to us.
-                    ledger.release(rec, conn)
+                    # A pool never seen leasing (it leased before we were installed)
+                    # has nothing to balance, and gets no record from a late return.
+                    rec = known(self)
+                    if rec is not None:
+                        ledger.release(rec, conn)
 
             return _put_conn
 
@@ -114,8 +118,9 @@ class Urllib3Adapter(Adapter):
                 # remember it, so the report can say exactly that.
                 conn = getattr(self, "_connection", None)
                 pool = getattr(self, "_pool", None)
-                if conn is not None and pool is not None:
-                    lease = ledger.find(record_of(pool), conn)
+                rec = known(pool) if conn is not None and pool is not None else None
+                if rec is not None:
+                    lease = ledger.find(rec, conn)
                     if lease is not None:
                         lease.state = "closed"
                         lease.hold(self)
