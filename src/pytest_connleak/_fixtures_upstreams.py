@@ -17,7 +17,7 @@ __all__ = ["lb_httpserver", "load_balancer", "response_shape"]
 
 
 @pytest.fixture(scope="session")
-def _connleak_lb_httpserver() -> Iterator[HTTPServer]:
+def _connleak_lb() -> Iterator[HTTPServer]:
     server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
     server.start()
     try:
@@ -33,7 +33,7 @@ def _connleak_lb_httpserver() -> Iterator[HTTPServer]:
 
 
 @pytest.fixture
-def lb_httpserver(_connleak_lb_httpserver: HTTPServer) -> HTTPServer:
+def lb_httpserver(_connleak_lb: HTTPServer) -> HTTPServer:
     """A threaded ``pytest_httpserver.HTTPServer`` on 127.0.0.1, cleared for this test.
 
     One server serves the whole session (a free port, ``threaded=True``, so requests are
@@ -42,8 +42,8 @@ def lb_httpserver(_connleak_lb_httpserver: HTTPServer) -> HTTPServer:
     for its URL. Werkzeug 3 closes the connection after every response; put the
     ``load_balancer`` fixture in front of it for keep-alive connections.
     """
-    _connleak_lb_httpserver.clear()
-    return _connleak_lb_httpserver
+    _connleak_lb.clear()
+    return _connleak_lb
 
 
 @pytest.fixture(params=list(RESPONSE_SHAPES), ids=list(RESPONSE_SHAPES))
