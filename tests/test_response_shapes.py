@@ -159,3 +159,84 @@ def test_with_status(lb_httpserver: HTTPServer, response_shape: ResponseShape) -
 def test_with_status_rejects_what_is_not_a_status(status: object) -> None:
     with pytest.raises(ValueError, match="status must be an int from 100 to 599"):
         RESPONSE_SHAPES["json"].with_status(status)  # type: ignore[arg-type]
+
+
+# -- what the leak check sees under every shape ----------------------------------------
+
+LEAK_MATRIX_TESTS = """
+import pytest
+import requests
+import urllib3
+
+
+@pytest.fixture(params=["direct", "proxied"])
+def url(request, lb_httpserver, load_balancer, response_shape):
+    lb_httpserver.expect_request("/x").respond_with_handler(response_shape.with_status(403))
+    upstream = lb_httpserver.url_for("/")
+    if request.param == "proxied":
+        return load_balancer(upstream) + "/x"
+    return upstream + "x"
+
+
+def test_requests_status_only(url):
+    assert requests.get(url, stream=True, timeout=10).status_code == 403
+
+
+def test_urllib3_status_only(url):
+    pm = urllib3.PoolManager()
+    assert pm.request("GET", url, preload_content=False, retries=False, timeout=10).status
+
+
+def test_requests_peek(url):
+    # Logs the start of the error body: reaches EOF only when the body is short.
+    r = requests.get(url, stream=True, timeout=10)
+    try:
+        next(r.iter_content(128), b"")
+    except requests.RequestException:
+        pass
+
+
+def test_urllib3_read(url):
+    pm = urllib3.PoolManager()
+    r = pm.request("GET", url, preload_content=False, retries=False, timeout=10)
+    try:
+        r.read()
+    except urllib3.exceptions.HTTPError:
+        pass
+"""
+
+
+def test_leak_check_under_every_shape(pytester: pytest.Pytester) -> None:
+    """Measured with urllib3 2.x and requests 2.3x: which shapes leave the lease taken.
+
+    A response whose status alone was looked at is leaked under every shape, framing and
+    all (empty, chunked, Connection: close, cut short). Reading the body releases it
+    under every shape, truncated included (urllib3's error path gives the slot back).
+    Reading 128 bytes releases it only when that reaches the end of the body; through
+    the load balancer every 403 carries nginx's 548-byte page, so it never does.
+    """
+    pytester.makeini(
+        """
+        [pytest]
+        asyncio_default_fixture_loop_scope = function
+        filterwarnings = error
+        """
+    )
+    pytester.makepyfile(test_matrix=LEAK_MATRIX_TESTS)
+    result = pytester.runpytest_subprocess("--leak-check", "-rE")
+    leaked = {
+        line.split("::", 1)[1].split(" ", 1)[0]
+        for line in result.outlines
+        if line.startswith("ERROR test_matrix.py::")
+    }
+    shapes = list(RESPONSE_SHAPES)
+    expected = {
+        f"test_{c}_status_only[{w}-{s}]"
+        for c in ("requests", "urllib3")
+        for w in ("direct", "proxied")
+        for s in shapes
+    }
+    expected |= {f"test_requests_peek[proxied-{s}]" for s in shapes}
+    expected |= {f"test_requests_peek[direct-{s}]" for s in ("html", "large", "truncated")}
+    assert sorted(leaked) == sorted(expected)
+    result.assert_outcomes(passed=4 * 2 * len(shapes), errors=len(expected))

@@ -338,6 +338,9 @@ class ReverseProxy:
             handler.wfile.flush()
         if length is not None and response.length not in (None, 0):
             raise _CutShort  # EOF before Content-Length bytes
+        # read1() leaves a fully read Content-Length body "open"; read() marks it done, so
+        # http.client lets the connection send its next request.
+        response.read()
         if chunked:
             handler.wfile.write(b"0\r\n\r\n")
         handler.wfile.flush()
