@@ -6,8 +6,10 @@ public names that tests and conftest files use.
 
 from __future__ import annotations
 
+from ._error_pages import error_page
 from ._ledger import Lease, Site
 from ._report import ConnectionLeakError
+from ._shapes import RESPONSE_SHAPES, ResponseShape
 from ._version import __version__
 from ._warnings import (
     ConnleakWarning,
@@ -18,6 +20,7 @@ from ._warnings import (
 from .plugin import LeakCheck
 
 __all__ = [
+    "RESPONSE_SHAPES",
     "ConnectionLeakError",
     "ConnleakWarning",
     "IncompatibleClientWarning",
@@ -25,6 +28,8 @@ __all__ = [
     "LeakCheck",
     "LeakWarning",
     "PoolHealthWarning",
+    "ResponseShape",
     "Site",
     "__version__",
+    "error_page",
 ]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from ._adapters import Instrumentation
+from ._fixtures_upstreams import _connleak_lb, lb_httpserver, load_balancer, response_shape  # noqa: F401
 from ._ledger import Lease, ledger
 from ._report import ConnectionLeakError, format_leaks, leak_repr, lease_line
 from ._settings import Settings, parse_allow_leaks, resolve_settings

@@ -1,0 +1,89 @@
+"""Fixtures for mock upstreams that answer like real infrastructure.
+
+:mod:`pytest_connleak.plugin` imports them by name, which is how pytest finds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from pytest_httpserver import HTTPServer
+
+from ._proxy import ReverseProxy
+from ._shapes import RESPONSE_SHAPES, ResponseShape
+
+__all__ = ["lb_httpserver", "load_balancer", "response_shape"]
+
+
+@pytest.fixture(scope="session")
+def _connleak_lb() -> Iterator[HTTPServer]:
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.clear()
+        werkzeug_server = server.server
+        server.stop()
+        # stop() ends the serving thread but leaves the listening socket to the garbage
+        # collector, which warns (ResourceWarning) in suites that treat warnings as errors.
+        if werkzeug_server is not None:
+            werkzeug_server.server_close()
+
+
+@pytest.fixture
+def lb_httpserver(_connleak_lb: HTTPServer) -> HTTPServer:
+    """A threaded ``pytest_httpserver.HTTPServer`` on 127.0.0.1, cleared for this test.
+
+    One server serves the whole session (a free port, ``threaded=True``, so requests are
+    served concurrently over HTTP/1.1); every test starts with no handlers and an empty
+    log, as with pytest-httpserver's ``httpserver``. Use ``lb_httpserver.url_for("/")``
+    for its URL. Werkzeug 3 closes the connection after every response; put the
+    ``load_balancer`` fixture in front of it for keep-alive connections.
+    """
+    _connleak_lb.clear()
+    return _connleak_lb
+
+
+@pytest.fixture(params=list(RESPONSE_SHAPES), ids=list(RESPONSE_SHAPES))
+def response_shape(request: pytest.FixtureRequest) -> ResponseShape:
+    """Runs the test once per response shape in ``pytest_connleak.RESPONSE_SHAPES``.
+
+    Returns a :class:`pytest_connleak.ResponseShape`: ``.name`` (also the test id, e.g.
+    ``test_x[truncated]``), ``.status``, and the shape itself is the handler to pass to
+    ``lb_httpserver.expect_request(...).respond_with_handler(response_shape)`` (or
+    ``.handler``). ``response_shape.with_status(403)`` answers 403 in that shape.
+    """
+    shape: ResponseShape = RESPONSE_SHAPES[request.param]
+    return shape
+
+
+@pytest.fixture
+def load_balancer() -> Iterator[Callable[..., str]]:
+    """Factory: ``load_balancer(upstream_url, *, style="nginx") -> str``, a proxy's base URL.
+
+    Each call starts a real reverse proxy on 127.0.0.1 in front of ``upstream_url`` (an
+    ``http://`` URL; a path in it is prefixed to every request) and returns
+    ``http://127.0.0.1:PORT``. The proxy forwards method, path, query, headers (adding
+    ``X-Forwarded-For`` and ``X-Forwarded-Proto``) and body; passes 2xx and 3xx responses
+    through, streaming the body; and replaces every 4xx/5xx body with the error page of
+    *style* (see ``pytest_connleak.error_page``), keeping the status. An unreachable
+    upstream is a 502 page. Client connections are kept alive whatever the upstream does
+    (like nginx), idle upstream connections are reused, and requests are served
+    concurrently. Every proxy started is stopped at the end of the test, its threads
+    joined and its sockets closed.
+    """
+    proxies: list[ReverseProxy] = []
+
+    def start(upstream_url: str, *, style: str = "nginx") -> str:
+        proxy = ReverseProxy(upstream_url, style=style)
+        proxies.append(proxy)
+        return proxy.url
+
+    yield start
+    for proxy in proxies:
+        proxy.stop()
+    errors = [exc for proxy in proxies for exc in proxy.errors]
+    if errors:
+        raise RuntimeError(f"the load_balancer proxy failed while serving: {errors[0]!r}")
