@@ -1,4 +1,4 @@
-"""Shared fixtures: one real keep-alive HTTP server on 127.0.0.1 for the whole suite.
+"""Shared fixtures: one real HTTP server on 127.0.0.1 for the whole suite.
 
 Plugin behaviour is tested with ``pytester``: the inner test files reach this server
 through the ``BASE_URL`` constant that :func:`base_conftest` writes into their conftest.
@@ -28,7 +28,11 @@ LB_403_PAGE = (
 
 @pytest.fixture(scope="session")
 def http_server() -> Iterator[HTTPServer]:
-    """A threaded server (HTTP/1.1 keep-alive) with fixed routes, shared by every test.
+    """A threaded server with fixed routes, shared by every test.
+
+    Werkzeug 3 closes the connection after each response; that does not matter here: a
+    lease is taken and owed back whatever the framing (the load_balancer fixture is the
+    keep-alive front end where one is needed).
 
     Routes: ``/ok`` (200, short body), ``/403`` (403 with a load balancer's HTML page),
     ``/empty403`` (403, no body), ``/big`` (200, 1 MiB), ``/json`` (200, JSON).
