@@ -156,12 +156,13 @@ class no_leaks:  # lower case: used like contextlib.suppress, a function in all 
                     lease.owner = previous
                 return
             ledger.disown(leases)
+            # Before the release below: the last user's release forgets the adapters,
+            # and with them the client-specific advice.
+            message = report(leases, owner.label, "still leased at its end") if leases else ""
         finally:
             release_instrumentation()
         if leases:
-            raise ConnectionLeakError(
-                report(leases, owner.label, "still leased at its end"), leases
-            )
+            raise ConnectionLeakError(message, leases)
 
 
 def report(leases: list[Lease], culprit: str, when: str) -> str:
