@@ -108,6 +108,8 @@ class no_leaks:  # lower case: used like contextlib.suppress, a function in all 
             as a decorator, to the decorated function's name).
     """
 
+    __module__ = "pytest_connleak"
+
     def __init__(self, label: str | None = None) -> None:
         self.label = label
         self._frames: list[tuple[BlockOwner, Hashable | None]] = []
@@ -196,6 +198,8 @@ class LeakCheckMixin(_MixinBase):
     leak. A leak fails the test with :class:`ConnectionLeakError`, an
     :class:`AssertionError`, under ``python -m unittest`` and under pytest alike.
     """
+
+    __module__ = "pytest_connleak"
 
     def setUp(self) -> None:
         """Start the leak check; it ends in a cleanup registered here."""
