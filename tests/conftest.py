@@ -6,6 +6,8 @@ through the ``BASE_URL`` constant that :func:`base_conftest` writes into their c
 
 from __future__ import annotations
 
+import http.server
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -89,3 +91,43 @@ def base_conftest(pytester: pytest.Pytester, base_url: str) -> pytest.Pytester:
         """
     )
     return pytester
+
+
+class _KeepAliveHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # answers keep the connection open
+
+    def do_GET(self) -> None:
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _KeepAliveServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # a test's open client must not hang the session's end
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Tests close connections mid-answer on purpose; a traceback per reset is noise.
+        pass
+
+
+@pytest.fixture(scope="session")
+def keepalive_url() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a server that really keeps connections alive.
+
+    werkzeug (under pytest-httpserver, even threaded) sends ``Connection: close`` on every
+    answer, so no pooled connection of :func:`http_server` outlives its request. Any path
+    answers 200 ``ok``.
+    """
+    server = _KeepAliveServer(("127.0.0.1", 0), _KeepAliveHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()

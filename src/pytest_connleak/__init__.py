@@ -6,6 +6,7 @@ public names that tests and conftest files use.
 
 from __future__ import annotations
 
+from ._api import LeakCheckMixin, no_leaks, pool_stats
 from ._error_pages import error_page
 from ._ledger import Lease, Site
 from ._report import ConnectionLeakError
@@ -26,10 +27,13 @@ __all__ = [
     "IncompatibleClientWarning",
     "Lease",
     "LeakCheck",
+    "LeakCheckMixin",
     "LeakWarning",
     "PoolHealthWarning",
     "ResponseShape",
     "Site",
     "__version__",
     "error_page",
+    "no_leaks",
+    "pool_stats",
 ]

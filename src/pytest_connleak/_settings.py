@@ -20,6 +20,8 @@ class Settings:
     """What the command line and ini file asked for, resolved once per run."""
 
     check_all: bool
+    #: ``--leak-check-sockets`` / ini ``leak_check_sockets``: the socket check is on.
+    check_sockets: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,17 @@ def parse_bool(value: object, name: str) -> bool:
 
 
 def resolve_settings(config: pytest.Config) -> Settings:
-    """Read ``--leak-check``/``--no-leak-check`` and fall back to ini ``leak_check``."""
+    """Read ``--leak-check``/``--no-leak-check`` and fall back to ini ``leak_check``.
+
+    Likewise ``--leak-check-sockets`` and ini ``leak_check_sockets``.
+    """
     option = config.getoption("leak_check", None)
     if option is None:
         option = parse_bool(config.getini("leak_check"), "leak_check")
-    return Settings(check_all=bool(option))
+    sockets = config.getoption("leak_check_sockets", None)
+    if sockets is None:
+        sockets = parse_bool(config.getini("leak_check_sockets"), "leak_check_sockets")
+    return Settings(check_all=bool(option), check_sockets=bool(sockets))
 
 
 def parse_allow_leaks(marker: pytest.Mark, nodeid: str) -> AllowLeaks:

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from ._adapters import Instrumentation
+from ._api import acquire_instrumentation, release_instrumentation
 from ._fixtures_upstreams import _connleak_lb, lb_httpserver, load_balancer, response_shape  # noqa: F401
 from ._ledger import Lease, ledger
 from ._report import ConnectionLeakError, format_leaks, leak_repr, lease_line
 from ._settings import Settings, parse_allow_leaks, resolve_settings
+from ._sockets import SocketChecker, add_options, require_psutil
 from ._summary import LEAK_PROPERTY, write_summary
 from ._warnings import IncompatibleClientWarning
 
@@ -47,6 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="false",
         help="check every test for leaked HTTP connections (true/false, default false).",
     )
+    add_options(parser)  # --leak-check-sockets
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -59,6 +62,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     if settings.check_all and not _is_xdist_controller(config):
         activate(config)
+    if settings.check_sockets:
+        psutil = require_psutil()
+        if not _is_xdist_controller(config):
+            # The pool instrumentation is what tells a pool's keep-alive from a leak.
+            activate(config)
+        # After the pool checker, so that its teardown wrapper is the outer one.
+        config.pluginmanager.register(SocketChecker(psutil), "connleak-sockets")
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -93,9 +103,11 @@ def activate(config: pytest.Config) -> LeakChecker:
     checker = config.stash.get(CHECKER_KEY, None)
     if checker is not None:
         return checker
-    checker = LeakChecker(config, Instrumentation(ledger))
+    # One instrumentation per process, shared with no_leaks(): patching twice counts twice.
+    instrumentation, problems = acquire_instrumentation()
+    checker = LeakChecker(config, instrumentation)
     config.stash[CHECKER_KEY] = checker
-    for problem in checker.instrumentation.install():
+    for problem in problems:
         config.issue_config_time_warning(IncompatibleClientWarning(problem), stacklevel=2)
     config.add_cleanup(checker.close)
     config.pluginmanager.register(checker, "connleak-checker")
@@ -142,7 +154,7 @@ class LeakChecker:
         return [f"{a.name} {a.version()}" for a in self.instrumentation.installed] or ["nothing"]
 
     def close(self) -> None:
-        self.instrumentation.uninstall()
+        release_instrumentation()
         ledger.owner = None
         if self.config.pluginmanager.is_registered(self):
             self.config.pluginmanager.unregister(self)

@@ -1,0 +1,248 @@
+"""The plain-Python API: :class:`no_leaks`, :class:`LeakCheckMixin` and :func:`pool_stats`.
+
+Nothing here needs pytest to be running: unittest suites, scripts and services use the
+same ledger and the same report as the plugin.
+
+The instrumentation is one process-wide object shared with the plugin and counted by
+its users, so that a ``no_leaks()`` block inside a pytest run never patches the clients a
+second time (which would count every lease twice) and never removes the plugin's patches
+when it ends.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import os
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from ._adapters import Instrumentation
+from ._ledger import Lease, ledger
+from ._pools import idle_connections, live_pools
+from ._report import ConnectionLeakError, format_leaks
+
+__all__ = [
+    "LeakCheckMixin",
+    "acquire_instrumentation",
+    "no_leaks",
+    "pool_stats",
+    "release_instrumentation",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_instrumentation = Instrumentation(ledger)
+_users = 0
+_problems: list[str] = []
+_lock = threading.Lock()
+
+
+def acquire_instrumentation() -> tuple[Instrumentation, list[str]]:
+    """Install the process-wide instrumentation for one more user.
+
+    Returns it with one message per client that could not be tracked (the same messages
+    to every user, so the plugin can warn about them whoever installed first).
+    """
+    global _users
+    with _lock:
+        if _users == 0:
+            _problems[:] = _instrumentation.install()
+        _users += 1
+        return _instrumentation, list(_problems)
+
+
+def release_instrumentation() -> None:
+    """Give back one :func:`acquire_instrumentation`; the last user removes the patches."""
+    global _users
+    with _lock:
+        if _users == 0:
+            return
+        _users -= 1
+        if _users == 0:
+            _instrumentation.uninstall()
+
+
+@dataclass(frozen=True, eq=False)
+class BlockOwner:
+    """Ledger owner of one ``no_leaks()`` block: unique, compared by identity."""
+
+    label: str
+    serial: int
+
+
+_serials = itertools.count(1)
+
+
+class no_leaks:  # lower case: used like contextlib.suppress, a function in all but name
+    """Raise :class:`ConnectionLeakError` for connections leased inside and not returned.
+
+    Use it as a context manager or a decorator (plain or ``async def`` functions)::
+
+        with pytest_connleak.no_leaks():
+            call_the_service()
+
+        @pytest_connleak.no_leaks()
+        def test_download(self): ...
+
+    On entry it installs the instrumentation if nothing has (and removes it when the block
+    that installed it ends). Leases made inside the block are attributed to the block; at
+    its end, those still open raise :class:`ConnectionLeakError` with the plugin's report.
+    Blocks nest: the enclosing owner (an outer block, or the current pytest test) is
+    restored on exit.
+
+    When the block ends with an exception, that exception propagates unchanged and the
+    block's open leases are handed to the enclosing owner instead, so an outer block or
+    the pytest plugin still sees them.
+
+    The owner is process-wide, like the plugin's, so that leases made by threads the block
+    starts are the block's: do not run ``no_leaks()`` blocks concurrently in several
+    threads (one request per block in a threaded server would blame the wrong block).
+
+    Args:
+        label: names the block in the report; defaults to ``the no_leaks() block`` (or,
+            as a decorator, to the decorated function's name).
+    """
+
+    __module__ = "pytest_connleak"
+
+    def __init__(self, label: str | None = None) -> None:
+        self.label = label
+        self._frames: list[tuple[BlockOwner, Hashable | None]] = []
+
+    def __call__(self, func: F) -> F:
+        """Decorate *func* so that every call runs inside a fresh ``no_leaks()`` block."""
+        label = self.label or func.__qualname__
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with no_leaks(label):
+                    return await func(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            with no_leaks(label):
+                return func(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    def __enter__(self) -> no_leaks:
+        acquire_instrumentation()
+        owner = BlockOwner(self.label or "the no_leaks() block", next(_serials))
+        self._frames.append((owner, ledger.owner))
+        ledger.owner = owner
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        __tracebackhide__ = True
+        owner, previous = self._frames.pop()
+        try:
+            leases = ledger.open_leases(owner)
+            ledger.owner = previous
+            if exc_type is not None:
+                # Never mask what is already propagating; whoever encloses us judges them.
+                for lease in leases:
+                    lease.owner = previous
+                return
+            ledger.disown(leases)
+            # Before the release below: the last user's release forgets the adapters,
+            # and with them the client-specific advice.
+            message = report(leases, owner.label, "still leased at its end") if leases else ""
+        finally:
+            release_instrumentation()
+        if leases:
+            raise ConnectionLeakError(message, leases)
+
+
+def report(leases: list[Lease], culprit: str, when: str) -> str:
+    """The plugin's report for *leases*, with paths relative to the working directory."""
+    return format_leaks(leases, culprit, when, _instrumentation.advise, os.getcwd())
+
+
+if TYPE_CHECKING:
+    import unittest
+
+    _MixinBase = unittest.TestCase
+else:  # a mixin must not put TestCase in the MRO twice, or before the user's own bases
+    _MixinBase = object
+
+
+class LeakCheckMixin(_MixinBase):
+    """A ``unittest.TestCase`` mixin that fails every test leaving a connection leased.
+
+    Put it before ``TestCase`` in the bases and call ``super().setUp()`` first in your
+    own ``setUp``::
+
+        class TestAPI(pytest_connleak.LeakCheckMixin, unittest.TestCase):
+            def setUp(self):
+                super().setUp()
+                self.session = requests.Session()
+                self.addCleanup(self.session.close)
+
+    ``setUp`` opens a :class:`no_leaks` block and registers its check with
+    ``addCleanup``. Cleanups run last-in first-out, after ``tearDown``, so the check runs
+    after every cleanup the test registers later: a session closed by a cleanup is not a
+    leak. A leak fails the test with :class:`ConnectionLeakError`, an
+    :class:`AssertionError`, under ``python -m unittest`` and under pytest alike.
+    """
+
+    __module__ = "pytest_connleak"
+
+    def setUp(self) -> None:
+        """Start the leak check; it ends in a cleanup registered here."""
+        super().setUp()
+        block = no_leaks(self.id().rpartition(".")[2])
+        block.__enter__()
+        self.addCleanup(self._connleak_check, block)
+
+    def _connleak_check(self, block: no_leaks) -> None:
+        __tracebackhide__ = True
+        block.__exit__(None, None, None)
+
+
+def pool_stats() -> list[dict[str, Any]]:
+    """A snapshot of every pool the instrumentation has seen, as plain dicts.
+
+    Ready for a metrics or health endpoint (``json.dumps(pool_stats())``). Each dict has:
+
+    - ``client``: the adapter that tracks the pool (``"urllib3"``, ...);
+    - ``origin``: ``scheme://host:port``;
+    - ``capacity``: the pool's size, ``None`` if unbounded or unknown;
+    - ``leased``: connections handed out and not yet returned;
+    - ``idle``: open connections the pool keeps for reuse, ``None`` if unknown;
+    - ``high_water``: the most connections ever leased at once;
+    - ``leases_total``: how many times a connection was handed out;
+    - ``waits``: how many requests found a blocking pool full and had to wait.
+
+    Only pools used while the instrumentation was installed (by the plugin, a
+    :class:`no_leaks` block, or the mixin) are listed; a pool appears on its first lease.
+    """
+    stats = []
+    for rec, pool in live_pools(ledger):
+        idle = idle_connections(pool) if pool is not None else []
+        stats.append(
+            {
+                "client": rec.client,
+                "origin": rec.origin,
+                "capacity": rec.capacity,
+                "leased": rec.leased,
+                "idle": len(idle) if idle is not None else None,
+                "high_water": rec.high_water,
+                "leases_total": rec.total_leases,
+                "waits": rec.waits,
+            }
+        )
+    return stats
