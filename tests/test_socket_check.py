@@ -59,6 +59,8 @@ def test_http_client_leak_caught_by_socket_check_not_pool_check(
             "E   ConnectionLeakError: 1 socket leaked by test_leaky (still open at teardown)",
             f"E     tcp 127.0.0.1:* -> 127.0.0.1:{port} ESTABLISHED",
             "E     close the socket, or the client that owns it*",
+            "",
+            "test_http_client_leak_caught_by_socket_check_not_pool_check.py:4: ConnectionLeakError",
         ]
     )
     result.stdout.no_fnmatch_line("*connection leaked*")

@@ -61,8 +61,15 @@ def format_leaks(
     return "\n".join(out)
 
 
-def leak_repr(error: ConnectionLeakError, relative_to: str | None = None) -> TerminalRepr | str:
+def leak_repr(
+    error: ConnectionLeakError,
+    relative_to: str | None = None,
+    fallback: tuple[str, int] = ("<connleak>", 0),
+) -> TerminalRepr | str:
     """A pytest report body for *error*: the message, then the first lease site.
+
+    *fallback* (path, line) is the location shown when no lease is attached (a leak of
+    plain sockets); the plugin passes the test's own location.
 
     It reads like any pytest failure (``E`` lines, then ``path:line: ConnectionLeakError``)
     and survives pytest-xdist's serialisation; the short summary shows the headline.
@@ -78,8 +85,7 @@ def leak_repr(error: ConnectionLeakError, relative_to: str | None = None) -> Ter
         )
 
         site = error.leases[0].site if error.leases else None
-        path = site.path(relative_to) if site else "<connleak>"
-        lineno = site.lineno if site else 0
+        path, lineno = (site.path(relative_to), site.lineno) if site else fallback
         location = ReprFileLocation(path, lineno, "ConnectionLeakError")
         entry = ReprEntry(lines, None, None, location, "long")
         return ReprExceptionInfo(

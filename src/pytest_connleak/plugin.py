@@ -244,7 +244,8 @@ class LeakChecker:
         report = yield
         if call.excinfo is not None and isinstance(call.excinfo.value, ConnectionLeakError):
             # Our frames say nothing useful to the user; the message says everything.
-            report.longrepr = leak_repr(call.excinfo.value, self.rootdir)
+            path, line0, _ = item.location
+            report.longrepr = leak_repr(call.excinfo.value, self.rootdir, (path, (line0 or 0) + 1))
         return report
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
