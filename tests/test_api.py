@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import textwrap
@@ -287,3 +288,35 @@ def test_mixin_and_no_leaks_under_pytest(
     both = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--leak-check")
     both.assert_outcomes(passed=2, failed=3)
     assert "still leased at teardown" not in both.stdout.str()
+
+
+def test_track_in_a_service_feeds_pool_stats(tmp_path: Path, keepalive_url: str) -> None:
+    """A plain script (no pytest): track() at start-up, pool_stats() for a health endpoint."""
+    script = tmp_path / "service.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import json, sys
+            import urllib3
+            import pytest_connleak
+            from urllib3.connectionpool import HTTPConnectionPool
+
+            tracking = pytest_connleak.track()
+            assert tracking.problems == []
+            pm = urllib3.PoolManager(maxsize=2)
+            held = pm.request("GET", {keepalive_url!r} + "/ok", preload_content=False)
+            print(json.dumps(pytest_connleak.pool_stats()))
+            held.read()
+            tracking.stop()
+            assert not hasattr(HTTPConnectionPool._get_conn, "__wrapped__")
+            pm.clear()
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", str(script)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    (stats,) = json.loads(done.stdout)
+    assert stats["origin"] == keepalive_url
+    assert (stats["client"], stats["capacity"], stats["leased"]) == ("urllib3", 2, 1)

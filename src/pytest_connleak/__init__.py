@@ -6,7 +6,7 @@ public names that tests and conftest files use.
 
 from __future__ import annotations
 
-from ._api import LeakCheckMixin, no_leaks, pool_stats
+from ._api import LeakCheckMixin, no_leaks, pool_stats, track
 from ._error_pages import error_page
 from ._ledger import Lease, Site
 from ._report import ConnectionLeakError
@@ -36,4 +36,5 @@ __all__ = [
     "error_page",
     "no_leaks",
     "pool_stats",
+    "track",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "no_leaks",
     "pool_stats",
     "release_instrumentation",
+    "track",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -228,7 +229,8 @@ def pool_stats() -> list[dict[str, Any]]:
     - ``waits``: how many requests found a blocking pool full and had to wait.
 
     Only pools used while the instrumentation was installed (by the plugin, a
-    :class:`no_leaks` block, or the mixin) are listed; a pool appears on its first lease.
+    :class:`no_leaks` block, the mixin, or :func:`track` in a service) are listed; a pool
+    appears on its first lease.
     """
     stats = []
     for rec, pool in live_pools(ledger):
@@ -246,3 +248,36 @@ def pool_stats() -> list[dict[str, Any]]:
             }
         )
     return stats
+
+
+class track:  # lower case: called like a function, like no_leaks
+    """Track every pool from now on, outside any test: for services and scripts.
+
+    Call it once at start-up so that :func:`pool_stats` sees the pools a running service
+    uses (for a metrics or health endpoint); nothing is ever judged or raised. Stop with
+    :meth:`stop`, or use it as a context manager::
+
+        tracking = pytest_connleak.track()
+        ...
+        json.dumps(pytest_connleak.pool_stats())
+
+    Returns the object whose :attr:`problems` lists the clients that could not be tracked.
+    """
+
+    __module__ = "pytest_connleak"
+
+    def __init__(self) -> None:
+        _, self.problems = acquire_instrumentation()
+        self._active = True
+
+    def stop(self) -> None:
+        """Stop tracking (the patches go once no test, block or tracker needs them)."""
+        if self._active:
+            self._active = False
+            release_instrumentation()
+
+    def __enter__(self) -> track:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
