@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,7 +181,16 @@ class BaselineReporter:
         prefix = conftest_scope if base == "conftest.py" else f"{filename}::"
         return any(nodeid.startswith(prefix) for nodeid in self.ran)
 
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_terminal_summary(
+        self, terminalreporter: pytest.TerminalReporter
+    ) -> Generator[None, None, None]:
+        # After the "connection leaks" section, before pytest's short test summary.
+        result = yield
+        self._write_summary(terminalreporter)
+        return result
+
+    def _write_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         shown = self.baseline.shown
         write = terminalreporter.write_line
         if self.baseline.recording:
