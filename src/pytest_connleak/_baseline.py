@@ -138,9 +138,11 @@ class BaselineReporter:
         if report.when == "call":
             self.ran.add(report.nodeid)
         if report.when == "teardown":
-            for name, value in report.user_properties:
-                if name == KEY_PROPERTY:
-                    self.seen[str(value)] += 1
+            keys = Counter(str(v) for name, v in report.user_properties if name == KEY_PROPERTY)
+            # Union (a max per line), not a sum: under pytest-xdist a module fixture is set
+            # up once in each worker that runs its tests, and how many that is varies from
+            # run to run; a test's own lines appear in one report only either way.
+            self.seen |= keys
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         config = session.config
