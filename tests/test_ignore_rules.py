@@ -64,9 +64,9 @@ def test_helper_leak_ignored_body_leak_fails(
             "E     http://127.0.0.1:* — leased at test_x.py:8 in test_body",
             "*= connection leaks =*",
             f"test_x.py::test_sdk: 1 connection leaked (ignored: {shown})",
-            "    http://127.0.0.1:* helper_sdk/client.py:5 in fetch",
+            "    http://127.0.0.1:* — leased at helper_sdk/client.py:5 in fetch",
             "test_x.py::test_body: 1 connection leaked",
-            "    http://127.0.0.1:* test_x.py:8 in test_body",
+            "    http://127.0.0.1:* — leased at test_x.py:8 in test_body",
         ]
     )
     result.stdout.no_fnmatch_line("*ERROR at teardown of test_sdk*")
@@ -192,7 +192,7 @@ def test_marker_origins_and_sites(
                 "E   ConnectionLeakError: 1 connection leaked by test_it "
                 "(still leased at teardown)",
                 "E     http://127.0.0.1:* — leased at test_x.py:7 in test_it",
-                "    http://127.0.0.1:* helper_sdk/client.py:5 in fetch "
+                "    http://127.0.0.1:* — leased at helper_sdk/client.py:5 in fetch "
                 "(allowed: site helper_sdk.*)",
             ]
         )
@@ -226,8 +226,9 @@ def test_ini_rule_and_marker_together(base_conftest: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "test_x.py::test_it: 2 connections leaked (1 ignored, 1 allowed)",
-            "    http://127.0.0.1:* helper_sdk/client.py:5 in fetch (ignored: module helper_sdk.*)",
-            "    http://127.0.0.1:* test_x.py:7 in test_it (allowed: site test_*.py)",
+            "    http://127.0.0.1:* — leased at helper_sdk/client.py:5 in fetch "
+            "(ignored: module helper_sdk.*)",
+            "    http://127.0.0.1:* — leased at test_x.py:7 in test_it (allowed: site test_*.py)",
         ]
     )
 
