@@ -156,7 +156,7 @@ def test_allow_leaks_beats_the_fixture(base_conftest: pytest.Pytester) -> None:
         (
             'reasn="typo"',
             "ERROR: @pytest.mark.allow_leaks on test_bad_marker_argument.py::test_it: "
-            "unexpected argument 'reasn'; valid arguments: reason=",
+            "unexpected argument 'reasn'; valid arguments: reason=, origins=, sites=",
         ),
         (
             "reason=42",

@@ -95,7 +95,12 @@ def test_help_lists_options_and_ini(pytester: pytest.Pytester) -> None:
 
 def test_markers_lists_allow_leaks(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
-    result.stdout.fnmatch_lines(["@pytest.mark.allow_leaks(reason=...): do not fail this test*"])
+    result.stdout.fnmatch_lines(
+        [
+            "@pytest.mark.allow_leaks(reason=..., origins=[[]...[]], sites=[[]...[]]): "
+            "do not fail this test*"
+        ]
+    )
 
 
 def test_fixtures_lists_leak_check(pytester: pytest.Pytester) -> None:

@@ -5,9 +5,12 @@ Every bad value becomes a :class:`pytest.UsageError` that names what is valid.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pytest
+
+from ._rules import PatternError, parse_rule
 
 __all__ = ["AllowLeaks", "Settings", "parse_allow_leaks", "parse_bool", "resolve_settings"]
 
@@ -26,12 +29,23 @@ class Settings:
 
 @dataclass(frozen=True)
 class AllowLeaks:
-    """The arguments of one ``@pytest.mark.allow_leaks`` marker."""
+    """The arguments of one ``@pytest.mark.allow_leaks`` marker.
+
+    ``origins`` and ``sites`` are ``None`` when not given: a marker with neither exempts
+    every lease of the test, one with either exempts only the leases they match.
+    """
 
     reason: str | None
+    origins: tuple[str, ...] | None = None
+    sites: tuple[str, ...] | None = None
+
+    @property
+    def allows_everything(self) -> bool:
+        """True for a marker without ``origins`` and ``sites``: the whole test is exempt."""
+        return self.origins is None and self.sites is None
 
 
-ALLOW_LEAKS_ARGUMENTS = ("reason",)
+ALLOW_LEAKS_ARGUMENTS = ("reason", "origins", "sites")
 
 
 def parse_bool(value: object, name: str) -> bool:
@@ -80,4 +94,30 @@ def parse_allow_leaks(marker: pytest.Mark, nodeid: str) -> AllowLeaks:
     reason = marker.args[0] if marker.args else marker.kwargs.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise pytest.UsageError(f"{where}: reason must be a string, got {reason!r}")
-    return AllowLeaks(reason=reason)
+    origins = _patterns(marker.kwargs, "origins", where, "http://localhost:*")
+    sites = _patterns(marker.kwargs, "sites", where, "some_sdk.*")
+    return AllowLeaks(reason=reason, origins=origins, sites=sites)
+
+
+def _patterns(
+    kwargs: Mapping[str, object], name: str, where: str, example: str
+) -> tuple[str, ...] | None:
+    if name not in kwargs:
+        return None
+    value = kwargs[name]
+    # A bare string is a list of one-letter patterns to Python; say so instead.
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise pytest.UsageError(
+            f"{where}: {name} must be a list of strings, got {value!r} (write {name}=[{example!r}])"
+        )
+    kind = "origin" if name == "origins" else "site"
+    for pattern in value:
+        if not isinstance(pattern, str):
+            raise pytest.UsageError(
+                f"{where}: {name} must be a list of strings, got {pattern!r} in it"
+            )
+        try:
+            parse_rule(pattern, kind)
+        except PatternError as exc:
+            raise pytest.UsageError(f"{where}: bad pattern in {name}: {exc}") from None
+    return tuple(value)

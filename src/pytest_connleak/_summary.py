@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 __all__ = ["LEAK_PROPERTY", "write_summary"]
@@ -22,8 +24,28 @@ def write_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_sep("=", "connection leaks", yellow=True)
     for nodeid, lines in leaking.items():
         count = len(lines)
-        terminalreporter.write_line(
-            f"{nodeid}: {count} connection{'s' if count != 1 else ''} leaked"
-        )
+        headline = f"{nodeid}: {count} connection{'s' if count != 1 else ''} leaked"
+        statuses = [_status(line) for line in lines]
+        if statuses[0] is not None and statuses.count(statuses[0]) == count:
+            # One reason for all (the usual case): say it once, on the headline.
+            headline += f" ({statuses[0]})"
+            lines = [line[: -len(statuses[0]) - 3] for line in lines]
+        elif any(statuses):
+            kinds: dict[str, int] = {}
+            for status in filter(None, statuses):
+                kind = status.partition(":")[0]
+                kinds[kind] = kinds.get(kind, 0) + 1
+            headline += f" ({', '.join(f'{n} {kind}' for kind, n in kinds.items())})"
+        terminalreporter.write_line(headline)
         for line in lines:
             terminalreporter.write_line(f"    {line}")
+
+
+# A lease line ends "in function" when it counted, or "(why it did not)" when excused by an
+# ignore rule, allow_leaks or the baseline (see _policy).
+_STATUS = re.compile(r" \(((?:ignored|allowed|in baseline|recorded in baseline)(?:: .*)?)\)$")
+
+
+def _status(line: str) -> str | None:
+    match = _STATUS.search(line)
+    return match.group(1) if match else None

@@ -11,14 +11,16 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from . import _policy, _sockets
 from ._adapters import Instrumentation
 from ._api import acquire_instrumentation, release_instrumentation
 from ._fixtures_upstreams import _connleak_lb, lb_httpserver, load_balancer, response_shape  # noqa: F401
 from ._ledger import Lease, ledger
-from ._report import ConnectionLeakError, format_leaks, leak_repr, lease_line
+from ._policy import POLICY_KEY, allows_every_leak, configure_policy
+from ._report import ConnectionLeakError, format_leaks, leak_repr
 from ._settings import Settings, parse_allow_leaks, resolve_settings
-from ._sockets import SocketChecker, add_options, require_psutil
-from ._summary import LEAK_PROPERTY, write_summary
+from ._sockets import SocketChecker, require_psutil
+from ._summary import write_summary
 from ._warnings import IncompatibleClientWarning
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -49,17 +51,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="false",
         help="check every test for leaked HTTP connections (true/false, default false).",
     )
-    add_options(parser)  # --leak-check-sockets
+    _policy.add_options(parser, group)  # mode, ignore rules, baseline
+    _sockets.add_options(parser)  # --leak-check-sockets
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "allow_leaks(reason=...): do not fail this test (function, class or module) for "
-        "HTTP connections it leaves leased; they are still counted in the summary.",
+        "allow_leaks(reason=..., origins=[...], sites=[...]): do not fail this test "
+        "(function, class or module) for HTTP connections it leaves leased, or only for those "
+        "of these pool origins or lease sites; they are still counted in the summary.",
     )
     settings = resolve_settings(config)
     config.stash[SETTINGS_KEY] = settings
+    config.stash[POLICY_KEY] = configure_policy(config)
     if settings.check_all and not _is_xdist_controller(config):
         activate(config)
     if settings.check_sockets:
@@ -115,10 +120,21 @@ def activate(config: pytest.Config) -> LeakChecker:
 
 
 def should_check(item: pytest.Item) -> bool:
-    """Whether *item*'s leaks fail it: the one rule behind flag, ini, fixture and marker."""
+    """Whether *item*'s leaks fail it: the one rule behind flag, ini, fixture and marker.
+
+    Ignore rules, ``allow_leaks(origins=..., sites=...)``, the baseline and warn mode then
+    decide lease by lease (see ``_policy``).
+    """
+    return is_watched(item) and not allows_every_leak(item)
+
+
+def is_watched(item: pytest.Item) -> bool:
+    """Whether *item*'s leases are judged at all, by flag, ini or fixture.
+
+    True also under a bare ``allow_leaks`` marker: its leases are recorded as allowed, so
+    the summary still counts them, but never fail the test.
+    """
     if not isinstance(item, pytest.Function):
-        return False
-    if item.get_closest_marker("allow_leaks") is not None:
         return False
     settings = item.config.stash[SETTINGS_KEY]
     return (
@@ -210,7 +226,7 @@ class LeakChecker:
             ledger.disown(leases)
             ledger.owner = None
             pending, self._pending = self._pending, []
-        if should_check(item):
+        if is_watched(item):
             self._judge(item, leases, pending)
         return result
 
@@ -222,19 +238,25 @@ class LeakChecker:
     ) -> None:
         __tracebackhide__ = True
         name = item.name if isinstance(item, pytest.Function) else item.nodeid
+        policy = item.config.stash[POLICY_KEY]
         parts = []
         everything: list[Lease] = []
-        if leases:
-            parts.append(self.report(leases, name, "still leased at teardown"))
-            everything += leases
+        # The policy records every lease for the summary and keeps those that count.
+        if leases and (counted := policy.sort(item, leases, item.nodeid)):
+            parts.append(self.report(counted, name, "still leased at teardown"))
+            everything += counted
         for owner, held in pending:
-            parts.append(self.report(held, owner.describe(), "still leased when it was finalised"))
-            everything += held
+            if counted := policy.sort(item, held, owner.describe()):
+                parts.append(
+                    self.report(counted, owner.describe(), "still leased when it was finalised")
+                )
+                everything += counted
         if not parts:
             return
         message = "\n".join(parts)
-        for lease in everything:
-            item.user_properties.append((LEAK_PROPERTY, lease_line(lease, self.rootdir)))
+        if policy.mode == "warn":
+            policy.warn(message, everything)
+            return
         raise ConnectionLeakError(message, everything)
 
     @pytest.hookimpl(wrapper=True)

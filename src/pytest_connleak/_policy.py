@@ -1,0 +1,245 @@
+"""What a leak does to its test: ignore rules, ``allow_leaks`` arguments, baseline, mode.
+
+The verdict in :mod:`pytest_connleak.plugin` hands every leak of a test to
+:meth:`Policy.sort`, which sets aside the excused ones (still recorded for the summary, so
+nothing hides) and returns those that count; :meth:`Policy.warn` is warn mode's way of
+reporting them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ._baseline import KEY_PROPERTY, Baseline, BaselineReporter, lease_key, load_baseline
+from ._ledger import Lease
+from ._report import lease_line
+from ._rules import VALID_FORMS, PatternError, Rule, parse_rule
+from ._settings import AllowLeaks, parse_allow_leaks
+from ._summary import LEAK_PROPERTY
+from ._warnings import LeakWarning
+
+__all__ = ["MODES", "POLICY_KEY", "Policy", "add_options", "configure_policy"]
+
+MODES = ("fail", "warn")
+"""The values of ``--leak-check-mode`` and ini ``leak_check_mode``."""
+
+_ALLOWANCES_KEY = pytest.StashKey[tuple[AllowLeaks | None, tuple[Rule, ...]]]()
+
+
+def add_options(parser: pytest.Parser, group: pytest.OptionGroup) -> None:
+    """Add the mode, ignore and baseline options to the plugin's option group."""
+    group.addoption(
+        "--leak-check-mode",
+        dest="leak_check_mode",
+        default=None,
+        metavar="MODE",
+        help="what a leak does to its test: fail (a teardown error, the default) or warn "
+        "(a pytest_connleak.LeakWarning attached to the test). Ini: leak_check_mode.",
+    )
+    group.addoption(
+        "--leak-check-baseline",
+        dest="leak_check_baseline",
+        default=None,
+        metavar="FILE",
+        help="tolerate the leaks listed in FILE and fail only on new ones; if FILE does not "
+        "exist, record this run's leaks in it. Ini: leak_check_baseline.",
+    )
+    parser.addini(
+        "leak_check_mode",
+        type="string",
+        default="fail",
+        help="what a leak does to its test: fail (default) or warn.",
+    )
+    parser.addini(
+        "leak_check_ignore",
+        type="linelist",
+        default=[],
+        help="leaks never to fail a test, one pattern a line: an origin "
+        "(http://localhost:*), a module (some_sdk.*) or a file (tests/legacy/*) of the "
+        "lease site; prefix origin:, module: or file: to be explicit.",
+    )
+    parser.addini(
+        "leak_check_baseline",
+        type="string",
+        default="",
+        help="baseline file of tolerated leaks, relative to the ini file "
+        "(as --leak-check-baseline).",
+    )
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Mode, ignore rules and baseline of this run, resolved once."""
+
+    mode: str
+    ignore: tuple[Rule, ...]
+    baseline: Baseline | None
+    rootdir: str
+
+    def sort(self, item: pytest.Item, leases: Sequence[Lease], culprit: str) -> list[Lease]:
+        """Record every lease of *item* in its report; return those that count against it.
+
+        *culprit* names who leaked them in the baseline: the test's node id, or the
+        fixture whose scope ended.
+        """
+        everything, marker_rules = _allowances(item)
+        entries = self.baseline.entries if self.baseline else None
+        used: Counter[str] = Counter()
+        counted = []
+        for lease in leases:
+            status = _excuse(lease, everything, marker_rules, self.ignore, self.rootdir)
+            key = None
+            if status is None and self.baseline is not None:
+                key = lease_key(culprit, lease, self.rootdir)
+                if entries is None:
+                    status = "recorded in baseline"
+                elif used[key] < entries[key]:
+                    used[key] += 1
+                    status = "in baseline"
+            line = lease_line(lease, self.rootdir)
+            item.user_properties.append((LEAK_PROPERTY, f"{line} ({status})" if status else line))
+            if key is not None:
+                item.user_properties.append((KEY_PROPERTY, key))
+            if status is None:
+                counted.append(lease)
+        return counted
+
+    def warn(self, message: str, leases: Sequence[Lease]) -> None:
+        """Warn mode: one :class:`LeakWarning` carrying *message*, at the first lease site.
+
+        Called from the teardown hook, inside pytest's warning capture for the test, so the
+        warnings summary lists it under the test's node id and ``filterwarnings`` /
+        ``-W error::pytest_connleak.LeakWarning`` can turn it into an error.
+        """
+        __tracebackhide__ = True
+        site = leases[0].site
+        # warn_explicit with no registry: "default" filters would otherwise show a second
+        # leak from the same line once only, and each test must get its warning.
+        warnings.warn_explicit(
+            LeakWarning(message), LeakWarning, site.filename, site.lineno, module=site.module
+        )
+
+
+POLICY_KEY = pytest.StashKey[Policy]()
+"""Where :func:`configure_policy` leaves the run's :class:`Policy` in ``config.stash``."""
+
+
+def _allowances(item: pytest.Item) -> tuple[AllowLeaks | None, tuple[Rule, ...]]:
+    """The ``allow_leaks`` markers of *item*, merged: a bare one anywhere wins."""
+    cached = item.stash.get(_ALLOWANCES_KEY, None)
+    if cached is not None:
+        return cached
+    everything = None
+    rules: list[Rule] = []
+    for marker in item.iter_markers("allow_leaks"):
+        allow = parse_allow_leaks(marker, item.nodeid)
+        if allow.allows_everything:
+            everything = everything or allow
+            continue
+        rules += [parse_rule(p, "origin") for p in allow.origins or ()]
+        rules += [parse_rule(p, "site") for p in allow.sites or ()]
+    result = (everything, tuple(rules))
+    item.stash[_ALLOWANCES_KEY] = result
+    return result
+
+
+def _excuse(
+    lease: Lease,
+    everything: AllowLeaks | None,
+    marker_rules: Sequence[Rule],
+    ignore: Sequence[Rule],
+    rootdir: str,
+) -> str | None:
+    if everything is not None:
+        return f"allowed: {everything.reason}" if everything.reason else "allowed"
+    for rule in marker_rules:
+        if rule.matches(lease, rootdir):
+            return f"allowed: {rule.describe()}"
+    for rule in ignore:
+        if rule.matches(lease, rootdir):
+            return f"ignored: {rule.describe()}"
+    return None
+
+
+def allows_every_leak(item: pytest.Item) -> bool:
+    """Whether a bare ``allow_leaks`` marker (no origins, no sites) exempts all of *item*."""
+    return _allowances(item)[0] is not None
+
+
+def configure_policy(config: pytest.Config) -> Policy:
+    """Resolve mode, ignore rules and baseline; register the baseline reporter if needed."""
+    option = config.getoption("leak_check_mode", None)
+    name = "--leak-check-mode"
+    if option is None:
+        option, name = config.getini("leak_check_mode"), "leak_check_mode"
+    mode = str(option).strip().lower()
+    if mode not in MODES:
+        raise pytest.UsageError(f"{name} must be one of: {', '.join(MODES)} (got {option!r})")
+    rules = []
+    for line in config.getini("leak_check_ignore"):
+        try:
+            rules.append(parse_rule(str(line)))
+        except PatternError as exc:
+            raise pytest.UsageError(
+                f"leak_check_ignore: {exc}; valid forms: {VALID_FORMS}"
+            ) from None
+    rootdir = str(config.rootpath)
+    baseline = _resolve_baseline(config)
+    policy = Policy(mode, tuple(rules), baseline, rootdir)
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_HeaderReporter(policy), "connleak-policy")
+        if baseline is not None:
+            reporter = BaselineReporter(baseline, rootdir)
+            config.pluginmanager.register(reporter, "connleak-baseline")
+    return policy
+
+
+def _resolve_baseline(config: pytest.Config) -> Baseline | None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "connleak_baseline" in workerinput:
+        given = workerinput["connleak_baseline"]
+        entries = given["entries"]
+        return Baseline(
+            Path(given["path"]), given["shown"], None if entries is None else Counter(entries)
+        )
+    shown = config.getoption("leak_check_baseline", None)
+    if shown:
+        path = config.invocation_params.dir / shown
+    else:
+        shown = str(config.getini("leak_check_baseline")).strip()
+        if not shown:
+            return None
+        path = (config.inipath.parent if config.inipath else config.rootpath) / shown
+    return load_baseline(path, shown)
+
+
+class _HeaderReporter:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        return report_header(self.policy)
+
+
+def report_header(policy: Policy) -> list[str]:
+    """Header lines for whatever differs from the defaults."""
+    lines = []
+    if policy.mode != "fail":
+        lines.append(f"connleak: leak_check_mode = {policy.mode}")
+    if policy.ignore:
+        rules = ", ".join(rule.describe() for rule in policy.ignore)
+        lines.append(f"connleak: ignoring leases of {rules}")
+    baseline = policy.baseline
+    if baseline is not None:
+        if baseline.entries is None:
+            lines.append(f"connleak: recording a baseline in {baseline.shown}")
+        else:
+            count = sum(baseline.entries.values())
+            lines.append(f"connleak: baseline {baseline.shown} ({count} known leaks)")
+    return lines
