@@ -29,7 +29,7 @@ def pytest(*args: str) -> subprocess.CompletedProcess[str]:
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--color=no", *args]
     return subprocess.run(
-        command, cwd=INCIDENT, env=env, capture_output=True, text=True, timeout=300
+        command, cwd=INCIDENT, env=env, capture_output=True, text=True, timeout=120
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import requests
 from service_fixed import is_session_active
 
@@ -17,7 +19,16 @@ def test_expired_session_is_rejected(http: requests.Session, auth_url: str) -> N
 
 
 def test_many_checks_fit_in_a_small_pool(http: requests.Session, auth_url: str) -> None:
-    # Two connections, pool_block=True: with the leaking version the third call would
-    # wait forever for a connection that never comes back.
-    for _ in range(10):
-        assert not is_session_active(http, auth_url, "expired")
+    # The pool holds two connections and blocks when both are out (pool_block=True), and
+    # requests then waits for one forever. Ten checks in a row finish only if every check
+    # gives its connection back. They run in a thread so that a regression fails this test
+    # after 10 seconds instead of hanging the suite.
+    results: list[bool] = []
+
+    def check_ten_times() -> None:
+        results.extend(is_session_active(http, auth_url, "expired") for _ in range(10))
+
+    worker = threading.Thread(target=check_ten_times, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert results == [False] * 10, "the pool ran dry: a check kept its connection"

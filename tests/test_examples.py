@@ -1,0 +1,175 @@
+"""Every folder in examples/ runs, with the outcomes its README promises; so does the demo.
+
+Each example is a project of its own (its own pytest.ini and conftest.py), so it is run
+the way a reader runs it: ``python -m pytest`` in a copy of its folder, in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """How one example must end: which tests error with a leak, and where they leased it."""
+
+    args: tuple[str, ...]
+    leaking: dict[str, str]  # test node id -> "file.py:function" that leased the connection
+    passing: int  # tests that pass with no leak
+
+
+EXPECTED = {
+    "incident": [
+        # As the team ran it: green, the leak hidden.
+        Expected((), {}, 5),
+        Expected(
+            ("--leak-check",),
+            {
+                "test_service.py::test_valid_session_is_accepted": "service.py:is_session_active",
+                "test_service.py::test_expired_session_is_rejected": (
+                    "service.py:is_session_active"
+                ),
+            },
+            3,
+        ),
+    ],
+    "requests_session": [
+        # leak_check = true in its pytest.ini: no flag needed.
+        Expected(
+            (),
+            {
+                f"test_leaks.py::{name}": f"test_leaks.py:{name}"
+                for name in ("test_status_only", "test_raise_for_status", "test_first_line_only")
+            },
+            4,
+        ),
+    ],
+    "urllib3_pool": [
+        Expected((), {}, 7),
+        Expected(
+            ("--leak-check",),
+            {
+                f"test_leaks.py::{name}": f"test_leaks.py:{name}"
+                for name in (
+                    "test_status_only",
+                    "test_close_is_not_release",
+                    "test_with_unread_body",
+                )
+            },
+            4,
+        ),
+    ],
+    "conftest_autouse": [
+        # The autouse fixture checks without a flag; allow_leaks exempts test_known_leak.
+        Expected((), {"test_checked.py::test_leaky": "test_checked.py:test_leaky"}, 3),
+    ],
+}
+
+
+def example_dirs() -> list[str]:
+    return sorted(
+        p.name for p in EXAMPLES.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+    )
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def request_line(path: Path, function: str) -> int:
+    """The line of *function* in *path* that sends the request (the lease site)."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"def {function}("))
+    for i in range(start + 1, len(lines)):
+        if re.search(r"\.(get|request|urlopen)\(", lines[i]):
+            return i + 1
+    raise AssertionError(f"no request in {path.name}:{function}")
+
+
+def test_every_example_is_run() -> None:
+    assert example_dirs() == sorted(EXPECTED), (
+        "each folder in examples/ needs an entry in EXPECTED saying how its tests end"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [(name, exp) for name, runs in EXPECTED.items() for exp in runs],
+    ids=[
+        f"{name}{''.join(exp.args) or '-plain'}" for name, runs in EXPECTED.items() for exp in runs
+    ],
+)
+def test_example(tmp_path: Path, name: str, expected: Expected) -> None:
+    project = tmp_path / name
+    shutil.copytree(
+        EXAMPLES / name, project, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache")
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-rA",
+            "--color=no",
+            *expected.args,
+        ],
+        cwd=project,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = result.stdout
+    errors = set(re.findall(r"^ERROR (\S+) - ConnectionLeakError", out, re.M))
+    failed = set(re.findall(r"^(?:FAILED|ERROR) (\S+)", out, re.M)) - errors
+    passed = set(re.findall(r"^PASSED (\S+)", out, re.M)) - errors
+
+    assert not failed, out
+    assert errors == set(expected.leaking), out
+    assert len(passed) == expected.passing, out
+    assert result.returncode == (1 if expected.leaking else 0), out + result.stderr
+    for nodeid, where in expected.leaking.items():
+        test = nodeid.split("::")[1]
+        filename, function = where.split(":")
+        lineno = request_line(project / filename, function)
+        headline = (
+            f"E   ConnectionLeakError: 1 connection leaked by {test} (still leased at teardown)"
+        )
+        site = f" — leased at {filename}:{lineno} in {function}"
+        assert re.search(
+            rf"^{re.escape(headline)}\nE     http://127\.0\.0\.1:\d+{re.escape(site)}$",
+            out,
+            re.M,
+        ), out
+
+
+def test_demo_exits_0_and_tells_the_story() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "demo.py")],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "Both tests pass: nothing in plain pytest notices the leak." in out
+    assert "E   ConnectionLeakError: 1 connection leaked by test_expired_session_is_rejected" in out
+    lineno = request_line(EXAMPLES / "incident" / "service.py", "is_session_active")
+    assert f"— leased at service.py:{lineno} in is_session_active" in out
+    assert "3 passed" in out
+    assert out.rstrip().endswith("the fix passed.")
