@@ -25,6 +25,7 @@ NGINX_403 = (
 )
 
 
+# --8<-- [start:server]
 @pytest.fixture(scope="session")
 def auth_server() -> Iterator[HTTPServer]:
     # threaded=True: werkzeug then speaks HTTP/1.1 and keeps connections alive, so the
@@ -49,6 +50,7 @@ def auth_url(auth_server: HTTPServer) -> Iterator[str]:
     auth_server.expect_request("/session").respond_with_handler(check_session)
     yield auth_server.url_for("/session")
     auth_server.clear()
+    # --8<-- [end:server]
 
 
 @pytest.fixture
