@@ -15,6 +15,7 @@ from werkzeug import Request, Response
 
 VALID_COOKIE = "s3cr3t"
 
+# --8<-- [start:page]
 # What nginx sends for a 403 (its default page, padded so browsers show it).
 NGINX_403 = (
     "<html>\r\n<head><title>403 Forbidden</title></head>\r\n<body>\r\n"
@@ -23,6 +24,7 @@ NGINX_403 = (
     + "<!-- a padding to disable MSIE and Chrome friendly error page -->\r\n"
     * 6
 )
+# --8<-- [end:page]
 
 
 # --8<-- [start:server]
