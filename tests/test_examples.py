@@ -31,7 +31,7 @@ class Expected:
 EXPECTED = {
     "incident": [
         # As the team ran it: green, the leak hidden.
-        Expected((), {}, 5),
+        Expected((), {}, 6),
         Expected(
             ("--leak-check",),
             {
@@ -40,7 +40,7 @@ EXPECTED = {
                     "service.py:is_session_active"
                 ),
             },
-            3,
+            4,
         ),
     ],
     "requests_session": [
@@ -51,7 +51,7 @@ EXPECTED = {
                 f"test_leaks.py::{name}": f"test_leaks.py:{name}"
                 for name in ("test_status_only", "test_raise_for_status", "test_first_line_only")
             },
-            4,
+            12,
         ),
     ],
     "urllib3_pool": [
@@ -171,5 +171,5 @@ def test_demo_exits_0_and_tells_the_story() -> None:
     assert "E   ConnectionLeakError: 1 connection leaked by test_expired_session_is_rejected" in out
     lineno = request_line(EXAMPLES / "incident" / "service.py", "is_session_active")
     assert f"— leased at service.py:{lineno} in is_session_active" in out
-    assert "3 passed" in out
+    assert "4 passed" in out
     assert out.rstrip().endswith("the fix passed.")

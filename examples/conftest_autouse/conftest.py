@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from pytest_httpserver import HTTPServer
 
@@ -18,17 +16,8 @@ def _no_connection_leaks(leak_check: LeakCheck) -> LeakCheck:
     # --8<-- [end:autouse]
 
 
-@pytest.fixture(scope="session")
-def server() -> Iterator[HTTPServer]:
-    # threaded=True: HTTP/1.1 keep-alive, so connections are pooled as in production.
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.expect_request("/items").respond_with_json([1, 2, 3])
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
-
-
 @pytest.fixture
-def url(server: HTTPServer) -> str:
-    return server.url_for("/").rstrip("/")
+def url(lb_httpserver: HTTPServer) -> str:
+    """Base URL of a local server (the plugin's ``lb_httpserver``) serving ``/items``."""
+    lb_httpserver.expect_request("/items").respond_with_json([1, 2, 3])
+    return f"http://127.0.0.1:{lb_httpserver.port}"

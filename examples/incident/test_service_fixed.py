@@ -32,3 +32,12 @@ def test_many_checks_fit_in_a_small_pool(http: requests.Session, auth_url: str) 
     worker.start()
     worker.join(timeout=10)
     assert results == [False] * 10, "the pool ran dry: a check kept its connection"
+
+
+# --8<-- [start:page]
+def test_the_load_balancer_adds_a_page(http: requests.Session, auth_url: str) -> None:
+    # The auth service sent no body; what reaches the client is nginx's page.
+    with http.get(auth_url, cookies={"session": "expired"}) as response:
+        assert response.status_code == 403
+        assert "<center>nginx</center>" in response.text
+    # --8<-- [end:page]

@@ -1,28 +1,19 @@
-"""A local server that keeps connections alive, as real servers do."""
+"""The server these examples talk to."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pytest
 from pytest_httpserver import HTTPServer
 
-
-@pytest.fixture(scope="session")
-def server() -> Iterator[HTTPServer]:
-    # threaded=True makes werkzeug speak HTTP/1.1 with keep-alive, so connections are
-    # pooled; the default server closes each one and would hide every pool leak.
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.expect_request("/forbidden").respond_with_data(
-        "<html><body><h1>403 Forbidden</h1></body></html>", status=403, content_type="text/html"
-    )
-    server.expect_request("/report.csv").respond_with_data("id,value\n" + "1,2\n" * 100_000)
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
+from pytest_connleak import error_page
 
 
 @pytest.fixture
-def url(server: HTTPServer) -> str:
-    return server.url_for("/").rstrip("/")
+def url(lb_httpserver: HTTPServer) -> str:
+    """Base URL of a local server (the plugin's ``lb_httpserver``) with this example's routes."""
+    # --8<-- [start:error_page]
+    # A 403 with the HTML page nginx sends, as a client behind a load balancer gets it.
+    lb_httpserver.expect_request("/forbidden").respond_with_handler(lambda _: error_page(403))
+    # --8<-- [end:error_page]
+    lb_httpserver.expect_request("/report.csv").respond_with_data("id,value\n" + "1,2\n" * 100_000)
+    return f"http://127.0.0.1:{lb_httpserver.port}"
