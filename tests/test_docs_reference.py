@@ -31,9 +31,14 @@ def reference_text() -> str:
 
 
 def test_placeholders_do_not_count() -> None:
-    text = reference_text()
-    assert '!!! note "Coming with' not in text
-    assert "--leak-check-mode" not in text  # named only in a placeholder today
+    page = (
+        "## `--leak-check`\n\nText.\n\n"
+        '!!! note "Coming with issue 9 (to be filled in by the lead when it lands)"\n'
+        "    `--leak-check-future` is being built.\n\n"
+        "    More.\n\nAfter.\n"
+    )
+    assert PLACEHOLDER.sub("", page) == "## `--leak-check`\n\nText.\n\nAfter.\n"
+    assert '!!! note "Coming with' not in reference_text()
 
 
 def undocumented(names: set[str]) -> list[str]:
