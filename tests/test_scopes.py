@@ -145,3 +145,88 @@ def test_session_client_reused_across_tests(base_conftest: pytest.Pytester) -> N
         """
     )
     base_conftest.runpytest("--leak-check").assert_outcomes(passed=5)
+
+
+def test_module_fixture_leak_reported_when_last_test_is_exempt(
+    base_conftest: pytest.Pytester,
+) -> None:
+    """A marker on one test does not excuse a fixture that outlives it."""
+    base_conftest.makepyfile(
+        """
+        import pytest, requests
+
+        @pytest.fixture(scope="module")
+        def stream(url):
+            return requests.get(url + "/big", stream=True)
+
+        def test_first(stream):
+            pass
+
+        @pytest.mark.allow_leaks(reason="its own leaks only")
+        def test_last():
+            pass
+        """
+    )
+    result = base_conftest.runpytest("--leak-check", "-p", "no:randomly")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_last*",
+            "E   ConnectionLeakError: 1 connection leaked by fixture 'stream' (module scope) "
+            "(still leased when it was finalised)",
+        ]
+    )
+
+
+def test_module_marker_excuses_its_module_fixture(base_conftest: pytest.Pytester) -> None:
+    base_conftest.makepyfile(
+        """
+        import pytest, requests
+
+        pytestmark = pytest.mark.allow_leaks(reason="legacy module")
+
+        @pytest.fixture(scope="module")
+        def stream(url):
+            return requests.get(url + "/big", stream=True)
+
+        def test_first(stream):
+            pass
+        """
+    )
+    result = base_conftest.runpytest("--leak-check")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*::test_first: 1 connection leaked (allowed: legacy module)",
+            "    http://127.0.0.1:* — leased at *.py:7 in stream "
+            "[[]fixture 'stream' (module scope)[]]",
+        ]
+    )
+
+
+def test_fixture_of_a_checked_test_is_judged_after_an_unchecked_one(
+    base_conftest: pytest.Pytester,
+) -> None:
+    base_conftest.makepyfile(
+        """
+        import pytest, requests
+
+        @pytest.fixture(scope="module")
+        def stream(url):
+            return requests.get(url + "/big", stream=True)
+
+        def test_checked(stream, leak_check):
+            pass
+
+        def test_unchecked():
+            pass
+        """
+    )
+    result = base_conftest.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_unchecked*",
+            "E   ConnectionLeakError: 1 connection leaked by fixture 'stream' (module scope) *",
+        ]
+    )

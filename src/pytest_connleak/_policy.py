@@ -30,6 +30,7 @@ MODES = ("fail", "warn")
 """The values of ``--leak-check-mode`` and ini ``leak_check_mode``."""
 
 _ALLOWANCES_KEY = pytest.StashKey[tuple[AllowLeaks | None, tuple[Rule, ...]]]()
+_PARENT_ALLOWANCES_KEY = pytest.StashKey[tuple[AllowLeaks | None, tuple[Rule, ...]]]()
 
 
 def add_options(parser: pytest.Parser, group: pytest.OptionGroup) -> None:
@@ -82,13 +83,24 @@ class Policy:
     baseline: Baseline | None
     rootdir: str
 
-    def sort(self, item: pytest.Item, leases: Sequence[Lease], culprit: str) -> list[Lease]:
+    def sort(
+        self,
+        item: pytest.Item,
+        leases: Sequence[Lease],
+        culprit: str,
+        fixture_of: pytest.Item | None = None,
+    ) -> list[Lease]:
         """Record every lease of *item* in its report; return those that count against it.
 
         *culprit* names who leaked them in the baseline: the test's node id, or the
-        fixture whose scope ended.
+        fixture whose scope ended. For a fixture's leases, *fixture_of* is the test that
+        set the fixture up: only its module- and class-level ``allow_leaks`` markers apply
+        (a marker on one test function does not excuse a fixture that outlives it).
         """
-        everything, marker_rules = _allowances(item)
+        if fixture_of is None:
+            everything, marker_rules = _allowances(item)
+        else:
+            everything, marker_rules = _allowances(fixture_of, parents_only=True)
         entries = self.baseline.entries if self.baseline else None
         used: Counter[str] = Counter()
         counted = []
@@ -103,6 +115,8 @@ class Policy:
                     used[key] += 1
                     status = "in baseline"
             line = lease_line(lease, self.rootdir)
+            if fixture_of is not None:
+                line = f"{line} [{culprit}]"
             item.user_properties.append((LEAK_PROPERTY, f"{line} ({status})" if status else line))
             if key is not None:
                 item.user_properties.append((KEY_PROPERTY, key))
@@ -130,14 +144,22 @@ POLICY_KEY = pytest.StashKey[Policy]()
 """Where :func:`configure_policy` leaves the run's :class:`Policy` in ``config.stash``."""
 
 
-def _allowances(item: pytest.Item) -> tuple[AllowLeaks | None, tuple[Rule, ...]]:
-    """The ``allow_leaks`` markers of *item*, merged: a bare one anywhere wins."""
-    cached = item.stash.get(_ALLOWANCES_KEY, None)
+def _allowances(
+    item: pytest.Item, parents_only: bool = False
+) -> tuple[AllowLeaks | None, tuple[Rule, ...]]:
+    """The ``allow_leaks`` markers of *item*, merged: a bare one anywhere wins.
+
+    With *parents_only*, only the markers of its class and module (and above) count.
+    """
+    key = _PARENT_ALLOWANCES_KEY if parents_only else _ALLOWANCES_KEY
+    cached = item.stash.get(key, None)
     if cached is not None:
         return cached
     everything = None
     rules: list[Rule] = []
-    for marker in item.iter_markers("allow_leaks"):
+    for node, marker in item.iter_markers_with_node("allow_leaks"):
+        if parents_only and node is item:
+            continue
         allow = parse_allow_leaks(marker, item.nodeid)
         if allow.allows_everything:
             everything = everything or allow
@@ -145,7 +167,7 @@ def _allowances(item: pytest.Item) -> tuple[AllowLeaks | None, tuple[Rule, ...]]
         rules += [parse_rule(p, "origin") for p in allow.origins or ()]
         rules += [parse_rule(p, "site") for p in allow.sites or ()]
     result = (everything, tuple(rules))
-    item.stash[_ALLOWANCES_KEY] = result
+    item.stash[key] = result
     return result
 
 

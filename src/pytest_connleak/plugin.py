@@ -151,6 +151,11 @@ class FixtureOwner:
     argname: str
     scope: str
     ident: int = field(compare=True)
+    #: The test during whose setup the fixture was created.
+    item: pytest.Item | None = field(default=None, compare=False)
+    #: Whether that test was checked: its leaks are judged when the scope ends, whatever
+    #: test happens to be running then.
+    watched: bool = field(default=True, compare=False)
 
     def describe(self) -> str:
         return f"fixture '{self.argname}' ({self.scope} scope)"
@@ -163,8 +168,10 @@ class LeakChecker:
         self.config = config
         self.instrumentation = instrumentation
         self.rootdir = str(config.rootpath)
+        self.settings = config.stash[SETTINGS_KEY]
         self._fixture_owners: dict[int, FixtureOwner] = {}
         self._pending: list[tuple[FixtureOwner, list[Lease]]] = []
+        self._item: pytest.Item | None = None
 
     def tracked(self) -> list[str]:
         return [f"{a.name} {a.version()}" for a in self.instrumentation.installed] or ["nothing"]
@@ -183,6 +190,7 @@ class LeakChecker:
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
         ledger.owner = item.nodeid
+        self._item = item
         return (yield)
 
     @pytest.hookimpl(wrapper=True)
@@ -191,7 +199,14 @@ class LeakChecker:
     ) -> Generator[None, object, object]:
         if fixturedef.scope == "function":
             return (yield)
-        owner = FixtureOwner(fixturedef.argname, fixturedef.scope, id(fixturedef))
+        item = self._item
+        owner = FixtureOwner(
+            fixturedef.argname,
+            fixturedef.scope,
+            id(fixturedef),
+            item,
+            is_watched(item) if item is not None else self.settings.check_all,
+        )
         self._fixture_owners[id(fixturedef)] = owner
         previous, ledger.owner = ledger.owner, owner
         try:
@@ -225,8 +240,12 @@ class LeakChecker:
             leases = ledger.open_leases(item.nodeid)
             ledger.disown(leases)
             ledger.owner = None
-            pending, self._pending = self._pending, []
-        if is_watched(item):
+            self._item = None
+            pending = [(owner, held) for owner, held in self._pending if owner.watched]
+            self._pending = []
+        if not is_watched(item):
+            leases = []
+        if leases or pending:
             self._judge(item, leases, pending)
         return result
 
@@ -246,7 +265,7 @@ class LeakChecker:
             parts.append(self.report(counted, name, "still leased at teardown"))
             everything += counted
         for owner, held in pending:
-            if counted := policy.sort(item, held, owner.describe()):
+            if counted := policy.sort(item, held, owner.describe(), fixture_of=owner.item):
                 parts.append(
                     self.report(counted, owner.describe(), "still leased when it was finalised")
                 )
