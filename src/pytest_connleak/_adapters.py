@@ -25,7 +25,11 @@ __all__ = [
     "expect_signature",
 ]
 
-ADAPTERS: tuple[str, ...] = ("pytest_connleak._urllib3:Urllib3Adapter",)
+ADAPTERS: tuple[str, ...] = (
+    "pytest_connleak._urllib3:Urllib3Adapter",
+    "pytest_connleak._httpcore:HttpcoreAdapter",
+    "pytest_connleak._aiohttp:AiohttpAdapter",
+)
 """``module:Class`` of every adapter, in install order."""
 
 # Packages whose frames are never a lease site, whether or not we patch them: a user

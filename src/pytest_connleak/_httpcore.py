@@ -1,0 +1,197 @@
+"""httpcore, and so httpx, sync and async: a lease is a response the pool handed out.
+
+``ConnectionPool.handle_request`` (``AsyncConnectionPool.handle_async_request``) returns a
+response whose stream is a ``PoolByteStream`` (``ConnectionPoolByteStream`` before
+httpcore 1.0.3); the pool counts the request as active until that stream's ``close()``
+(``aclose()``) runs, which is what ``Response.close()``, reading the body to the end and
+leaving ``client.stream(...)`` do. Nothing else gives the slot back: a dropped response is
+collected with its stream unclosed and the pool keeps the connection ACTIVE until the
+client is closed, so the lease stays open too.
+
+One httpcore pool serves every origin; records are kept per (pool, origin) so that a
+report names the origin the user asked for. httpx's ``MockTransport`` (respx,
+pytest-httpx) never reaches a pool and is never seen here.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from ._adapters import Adapter, Incompatible, Patcher, expect_signature
+from ._ledger import Lease, Ledger, PoolRecord
+from ._origins import OriginPools, format_origin
+
+__all__ = ["HttpcoreAdapter"]
+
+SYNC_HINT = (
+    "close the response (response.close(), or use `with client.stream(...)`) or read its body"
+)
+ASYNC_HINT = "use `async with client.stream(...)` or `await response.aclose()`"
+CLIENT_CLOSED = (
+    "the client was closed while this response was still open: closing it cut the socket, "
+    "but the response was never closed"
+)
+
+#: ``Lease.state`` of a lease whose pool was closed while the lease was open.
+CLOSED_WITH_POOL = "client closed"
+
+# httpcore 1.0.3 renamed the stream class; look for the feature, not a version number.
+_STREAM_CLASSES = ("PoolByteStream", "ConnectionPoolByteStream")
+
+
+def origin_of(request: Any) -> str:
+    """``scheme://host:port`` of an httpcore request."""
+    url = request.url
+    origin = getattr(url, "origin", None) or url  # Origin fills in the default port
+    return format_origin(_text(origin.scheme), _text(origin.host), origin.port)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+
+
+def _capacity(pool: Any) -> tuple[int | None, bool]:
+    size = getattr(pool, "_max_connections", None)
+    # httpcore stores "no limit" as sys.maxsize; a request over capacity waits (pool timeout).
+    ok = isinstance(size, int) and 0 < size < sys.maxsize
+    return (size if ok else None), True
+
+
+def _stream_class(module: Any, method: str) -> type:
+    for name in _STREAM_CLASSES:
+        cls = getattr(module, name, None)
+        if isinstance(cls, type):
+            expect_signature(cls, method, ("self",))
+            return cls
+    raise Incompatible(f"{module.__name__} has none of {', '.join(_STREAM_CLASSES)}")
+
+
+class HttpcoreAdapter(Adapter):
+    """Tracks httpcore's ``ConnectionPool`` and ``AsyncConnectionPool`` (httpx's transports)."""
+
+    name = "httpcore"
+    module = "httpcore"
+    hint = SYNC_HINT
+
+    def __init__(self) -> None:
+        self._async_pools: OriginPools | None = None
+
+    def advise(self, lease: Lease) -> str:
+        is_async = self._async_pools is not None and self._async_pools.owns(lease.pool)
+        hint = ASYNC_HINT if is_async else SYNC_HINT
+        if lease.state == CLOSED_WITH_POOL:
+            return f"{CLIENT_CLOSED}; {hint}"
+        return hint
+
+    def patch(self, ledger: Ledger, patcher: Patcher) -> None:
+        from httpcore._async import connection_pool as async_mod
+        from httpcore._sync import connection_pool as sync_mod
+
+        sync_pool = sync_mod.ConnectionPool
+        async_pool = async_mod.AsyncConnectionPool
+        expect_signature(sync_pool, "handle_request", ("self", "request"))
+        expect_signature(async_pool, "handle_async_request", ("self", "request"))
+        expect_signature(sync_pool, "close", ("self",))
+        expect_signature(async_pool, "aclose", ("self",))
+        sync_stream = _stream_class(sync_mod, "close")
+        async_stream = _stream_class(async_mod, "aclose")
+
+        sync_pools = OriginPools(ledger, self.name)
+        async_pools = self._async_pools = OriginPools(ledger, self.name)
+        # The open lease of each response stream; weak, so a dropped response is not kept
+        # alive by us (its lease stays open in the ledger: the pool still counts it).
+        leases: weakref.WeakKeyDictionary[object, Lease] = weakref.WeakKeyDictionary()
+        lock = threading.Lock()
+
+        def record(pools: OriginPools, pool: Any, args: Any, kwargs: Any) -> PoolRecord:
+            request = args[0] if args else kwargs["request"]
+            rec = pools.get(pool, origin_of(request), lambda: _capacity(pool))
+            if rec.capacity is not None and pools.leased(pool) >= rec.capacity:
+                ledger.note_wait(rec)
+            return rec
+
+        def track(rec: PoolRecord, response: Any, stream_cls: type) -> None:
+            stream = getattr(response, "stream", None)
+            # Only a stream we can see close is a lease we can see returned.
+            if isinstance(stream, stream_cls):
+                lease = ledger.lease(rec, None)
+                lease.hold(stream)
+                with lock:
+                    leases[stream] = lease
+
+        def give_back(stream: Any) -> None:
+            with lock:
+                lease = leases.pop(stream, None)
+            if lease is not None:
+                ledger.release_lease(lease)
+
+        def mark_closed(pools: OriginPools, pool: Any) -> None:
+            # httpcore's close() drops the connections but not the requests of responses
+            # still open: those leases stay open, and the report says why.
+            for lease in pools.open_leases(pool):
+                lease.state = CLOSED_WITH_POOL
+
+        def make_handle(original: Callable[..., Any]) -> Callable[..., Any]:
+            def handle_request(self: Any, *args: Any, **kwargs: Any) -> Any:
+                rec = record(sync_pools, self, args, kwargs)
+                response = original(self, *args, **kwargs)
+                track(rec, response, sync_stream)
+                return response
+
+            return handle_request
+
+        def make_async_handle(original: Callable[..., Any]) -> Callable[..., Any]:
+            async def handle_async_request(self: Any, *args: Any, **kwargs: Any) -> Any:
+                rec = record(async_pools, self, args, kwargs)
+                response = await original(self, *args, **kwargs)
+                track(rec, response, async_stream)
+                return response
+
+            return handle_async_request
+
+        def make_close(original: Callable[..., Any]) -> Callable[..., Any]:
+            def close(self: Any, *args: Any, **kwargs: Any) -> Any:
+                result = original(self, *args, **kwargs)
+                # After the original only: a close() that failed part-way may have left the
+                # request counted by the pool, and then the lease is still out.
+                give_back(self)
+                return result
+
+            return close
+
+        def make_aclose(original: Callable[..., Any]) -> Callable[..., Any]:
+            async def aclose(self: Any, *args: Any, **kwargs: Any) -> Any:
+                result = await original(self, *args, **kwargs)
+                give_back(self)
+                return result
+
+            return aclose
+
+        def make_pool_close(original: Callable[..., Any]) -> Callable[..., Any]:
+            def close(self: Any, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return original(self, *args, **kwargs)
+                finally:
+                    mark_closed(sync_pools, self)
+
+            return close
+
+        def make_pool_aclose(original: Callable[..., Any]) -> Callable[..., Any]:
+            async def aclose(self: Any, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await original(self, *args, **kwargs)
+                finally:
+                    mark_closed(async_pools, self)
+
+            return aclose
+
+        patcher.wrap(sync_pool, "handle_request", make_handle)
+        patcher.wrap(async_pool, "handle_async_request", make_async_handle)
+        patcher.wrap(sync_stream, "close", make_close)
+        patcher.wrap(async_stream, "aclose", make_aclose)
+        patcher.wrap(sync_pool, "close", make_pool_close)
+        patcher.wrap(async_pool, "aclose", make_pool_aclose)
