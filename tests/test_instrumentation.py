@@ -159,7 +159,9 @@ HTTPConnectionPool._get_conn = _get_conn
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(
         [
-            "connleak: checking every test for leaked HTTP connections (tracking nothing)",
+            # urllib3 is skipped; the other clients are still tracked.
+            "connleak: checking every test for leaked HTTP connections "
+            "(tracking httpcore *, aiohttp *)",
             "*IncompatibleClientWarning: pytest-connleak cannot track urllib3 *: "
             "urllib3.connectionpool.HTTPConnectionPool._get_conn('self', 'timeout', 'priority') "
             "does not take ('self', 'timeout'); leaks through urllib3 will not be reported",
