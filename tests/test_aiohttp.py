@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,8 +17,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import connector as connector_mod
-from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
 
 from pytest_connleak._adapters import Incompatible, Instrumentation, Patcher
 from pytest_connleak._aiohttp import HINT, SESSION_CLOSED, AiohttpAdapter
@@ -39,24 +38,14 @@ def hint(text: str) -> str:
 
 
 @pytest.fixture
-def slow_gate(http_server: HTTPServer) -> Iterator[threading.Event]:
-    """``/slow-aiohttp`` answers only once the returned event is set (at teardown at last)."""
-    gate = threading.Event()
-    _SLOW_GATE[0] = gate
-    if not _SLOW_ROUTE:
-        _SLOW_ROUTE.append(True)
-        http_server.expect_request("/slow-aiohttp").respond_with_handler(_slow_handler)
-    yield gate
-    gate.set()
+def silent_url() -> Iterator[str]:
+    """A listening socket that never accepts: a request there waits for its answer forever.
 
-
-_SLOW_GATE = [threading.Event()]
-_SLOW_ROUTE: list[bool] = []
-
-
-def _slow_handler(request: Request) -> Response:
-    _SLOW_GATE[0].wait(10)
-    return Response("late")
+    The kernel completes the handshake and queues the request; no server thread exists that
+    could answer late into a closed connection.
+    """
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
 SMALL_403_PAGE = (
@@ -164,7 +153,7 @@ def test_unreleased_large_bodies_are_leaks(base_conftest: pytest.Pytester) -> No
 
 CLEAN = """
     import asyncio, aiohttp, pytest, pytest_asyncio
-    from servers import ONE_WRITE_URL
+    from servers import ONE_WRITE_URL, SILENT_URL
 
     @pytest_asyncio.fixture(scope="session", loop_scope="session")
     async def session():
@@ -204,7 +193,7 @@ CLEAN = """
     @pytest.mark.asyncio(loop_scope="session")
     async def test_timeout(session, url):
         with pytest.raises(asyncio.TimeoutError):
-            await session.get(url + "/slow-aiohttp", timeout=aiohttp.ClientTimeout(total=0.05))
+            await session.get(SILENT_URL, timeout=aiohttp.ClientTimeout(total=0.05))
 
     @pytest.mark.asyncio(loop_scope="session")
     async def test_refused(session):
@@ -234,9 +223,10 @@ CLEAN = """
 
 
 def test_clean_twins_pass(
-    base_conftest: pytest.Pytester, slow_gate: threading.Event, one_write_url: str
+    base_conftest: pytest.Pytester, silent_url: str, one_write_url: str
 ) -> None:
-    base_conftest.makepyfile(test_clean=CLEAN, servers=f"ONE_WRITE_URL = {one_write_url!r}")
+    servers = f"ONE_WRITE_URL = {one_write_url!r}\nSILENT_URL = {silent_url!r}"
+    base_conftest.makepyfile(test_clean=CLEAN, servers=servers)
     result = base_conftest.runpytest("--leak-check")
     result.assert_outcomes(passed=11)
 

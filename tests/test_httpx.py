@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import socket
 import threading
 from collections.abc import Iterator
 
 import httpcore  # noqa: F401  (see below)
 import httpx
 import pytest
-from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
 
 from pytest_connleak._adapters import Instrumentation
 from pytest_connleak._httpcore import ASYNC_HINT, CLIENT_CLOSED, SYNC_HINT
@@ -78,24 +77,14 @@ def project(base_conftest: pytest.Pytester, request: pytest.FixtureRequest) -> p
 
 
 @pytest.fixture
-def slow_gate(http_server: HTTPServer) -> Iterator[threading.Event]:
-    """``/slow`` answers only once the returned event is set (at teardown at the latest)."""
-    gate = threading.Event()
-    _SLOW_GATE[0] = gate
-    if not _SLOW_ROUTE:
-        _SLOW_ROUTE.append(True)
-        http_server.expect_request("/slow").respond_with_handler(_slow_handler)
-    yield gate
-    gate.set()
+def silent_url() -> Iterator[str]:
+    """A listening socket that never accepts: a request there waits for its answer forever.
 
-
-_SLOW_GATE = [threading.Event()]
-_SLOW_ROUTE: list[bool] = []
-
-
-def _slow_handler(request: Request) -> Response:
-    _SLOW_GATE[0].wait(10)
-    return Response("late")
+    The kernel completes the handshake and queues the request; no server thread exists that
+    could answer late into a closed connection.
+    """
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
 # -- sync ----------------------------------------------------------------------------------
@@ -200,6 +189,7 @@ def test_leak_in_module_fixture_is_blamed_on_the_fixture(base_conftest: pytest.P
 
 SYNC_CLEAN = """
     import httpx, pytest
+    from servers import SILENT_URL
 
     @pytest.fixture(scope="session")
     def client():
@@ -232,7 +222,7 @@ SYNC_CLEAN = """
 
     def test_read_timeout(client, url):
         with pytest.raises(httpx.ReadTimeout):
-            client.get(url + "/slow", timeout=0.05)
+            client.get(SILENT_URL, timeout=0.05)
 
     def test_refused(client):
         with pytest.raises(httpx.ConnectError):
@@ -244,8 +234,8 @@ SYNC_CLEAN = """
     """
 
 
-def test_sync_clean_twins_pass(base_conftest: pytest.Pytester, slow_gate: threading.Event) -> None:
-    base_conftest.makepyfile(test_clean=SYNC_CLEAN)
+def test_sync_clean_twins_pass(base_conftest: pytest.Pytester, silent_url: str) -> None:
+    base_conftest.makepyfile(test_clean=SYNC_CLEAN, servers=f"SILENT_URL = {silent_url!r}")
     result = base_conftest.runpytest("--leak-check")
     result.assert_outcomes(passed=9)
 
@@ -370,6 +360,7 @@ def test_async_leaks_are_reported_at_the_user_line(project: pytest.Pytester) -> 
 
 ASYNC_CLEAN = """
     import httpx, pytest
+    from servers import SILENT_URL
     from runner import *
 
     @module_fixture
@@ -410,7 +401,7 @@ ASYNC_CLEAN = """
     @MODULE_MARK
     async def test_read_timeout(client, url):
         with pytest.raises(httpx.ReadTimeout):
-            await client.get(url + "/slow", timeout=0.05)
+            await client.get(SILENT_URL, timeout=0.05)
 
     @MARK
     async def test_fixture_read_the_body(body):
@@ -418,8 +409,8 @@ ASYNC_CLEAN = """
     """
 
 
-def test_async_clean_twins_pass(project: pytest.Pytester, slow_gate: threading.Event) -> None:
-    project.makepyfile(test_clean=ASYNC_CLEAN)
+def test_async_clean_twins_pass(project: pytest.Pytester, silent_url: str) -> None:
+    project.makepyfile(test_clean=ASYNC_CLEAN, servers=f"SILENT_URL = {silent_url!r}")
     result = project.runpytest("--leak-check")
     result.assert_outcomes(passed=7)
 
