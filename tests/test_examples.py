@@ -69,11 +69,37 @@ EXPECTED = {
             4,
         ),
     ],
+    "httpx_client": [
+        Expected((), {}, 8),
+        Expected(
+            ("--leak-check",),
+            {
+                "test_service.py::test_sync": "service.py:fetch_status",
+                "test_service.py::test_asyncio": "service.py:afetch_status",
+                "test_service.py::test_trio": "service.py:afetch_status",
+            },
+            5,
+        ),
+    ],
+    "aiohttp_client": [
+        Expected((), {}, 6),
+        # aiohttp released the empty 403 by itself; the 1 MiB error body stays leased.
+        Expected(
+            ("--leak-check",),
+            {"test_service.py::test_refused_with_a_large_body": "service.py:fetch_profile"},
+            5,
+        ),
+    ],
     "conftest_autouse": [
         # The autouse fixture checks without a flag; allow_leaks exempts test_known_leak.
         Expected((), {"test_checked.py::test_leaky": "test_checked.py:test_leaky"}, 3),
     ],
 }
+
+
+# Run with ``python -m unittest`` (LeakCheckMixin and no_leaks() need no pytest); checked by
+# test_unittest_example below.
+UNITTEST_EXAMPLES = ("unittest_mixin",)
 
 
 def example_dirs() -> list[str]:
@@ -91,15 +117,17 @@ def clean_env() -> dict[str, str]:
 def request_line(path: Path, function: str) -> int:
     """The line of *function* in *path* that sends the request (the lease site)."""
     lines = path.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"def {function}("))
+    start = next(
+        i for i, line in enumerate(lines) if re.match(rf"\s*(async )?def {function}\(", line)
+    )
     for i in range(start + 1, len(lines)):
-        if re.search(r"\.(get|request|urlopen)\(", lines[i]):
+        if re.search(r"\.(get|request|urlopen|send|stream)\(", lines[i]):
             return i + 1
     raise AssertionError(f"no request in {path.name}:{function}")
 
 
 def test_every_example_is_run() -> None:
-    assert example_dirs() == sorted(EXPECTED), (
+    assert example_dirs() == sorted([*EXPECTED, *UNITTEST_EXAMPLES]), (
         "each folder in examples/ needs an entry in EXPECTED saying how its tests end"
     )
 
@@ -155,6 +183,37 @@ def test_example(tmp_path: Path, name: str, expected: Expected) -> None:
             out,
             re.M,
         ), out
+
+
+def test_unittest_example(tmp_path: Path) -> None:
+    project = tmp_path / "unittest_mixin"
+    shutil.copytree(
+        EXAMPLES / "unittest_mixin",
+        project,
+        ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"),
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "unittest", "-v"],
+        cwd=project,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = result.stderr  # unittest reports on stderr
+    assert result.returncode == 1, out
+    assert re.findall(r"^(\w+) \(test_api\.\w+\.\w+\) \.\.\. (\w+)$", out, re.M) == [
+        ("test_streamed_and_closed", "ok"),
+        ("test_streamed_and_dropped", "FAIL"),
+        ("test_only_this_block_is_checked", "ok"),
+    ], out
+    lineno = request_line(project / "test_api.py", "test_streamed_and_dropped")
+    assert (
+        "pytest_connleak.ConnectionLeakError: 1 connection leaked by test_streamed_and_dropped "
+        "(still leased at its end)\n"
+        f"  http://127.0.0.1:{{port}} — leased at test_api.py:{lineno} in test_streamed_and_dropped"
+    ) in re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:{port}", out), out
+    assert out.rstrip().endswith("FAILED (failures=1)"), out
 
 
 def test_demo_exits_0_and_tells_the_story() -> None:
