@@ -11,6 +11,7 @@ def test_sync(client: httpx.Client, url: str) -> None:
     assert fetch_status(client, url) == 403
 
 
+# --8<-- [start:async]
 @pytest.mark.asyncio
 async def test_asyncio(aclient: httpx.AsyncClient, url: str) -> None:
     assert await afetch_status(aclient, url) == 403
@@ -20,6 +21,7 @@ async def test_asyncio(aclient: httpx.AsyncClient, url: str) -> None:
 async def test_trio(url: str) -> None:
     async with httpx.AsyncClient() as client:
         assert await afetch_status(client, url) == 403
+        # --8<-- [end:async]
 
 
 # --8<-- [start:mock]
