@@ -593,3 +593,25 @@ def test_tasks_share_a_client_without_losing_count(instrumented: Ledger, base_ur
 
     assert asyncio.run(main()) == 10
     assert instrumented.open_leases() == []
+
+
+def test_task_with_no_user_frame_is_not_blamed_on_the_runner(
+    base_conftest: pytest.Pytester,
+) -> None:
+    """A request handed straight to asyncio.gather() runs with no user code on its stack."""
+    base_conftest.makepyfile(
+        """
+        import asyncio
+        import httpx, pytest
+
+        @pytest.mark.asyncio
+        async def test_gathered(url):
+            async with httpx.AsyncClient() as client:
+                request = client.build_request("GET", url + "/ok")
+                await asyncio.gather(client.send(request, stream=True))
+        """
+    )
+    result = base_conftest.runpytest("--leak-check")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines([SITE.format(where="<unknown>:0 in <unknown>")])
+    result.stdout.no_fnmatch_line("*pytest_asyncio*")

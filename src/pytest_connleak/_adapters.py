@@ -35,6 +35,8 @@ ADAPTERS: tuple[str, ...] = (
 # Packages whose frames are never a lease site, whether or not we patch them: a user
 # calling requests must be pointed at their line, not at requests' internals.
 HTTP_LIBRARIES = ("urllib3", "requests", "httpx", "httpcore", "aiohttp", "anyio", "trio")
+# Reaching these while looking for the lease site means no user frame asked for it.
+TEST_RUNNERS = ("_pytest", "pluggy", "pytest_asyncio")
 
 
 class Incompatible(Exception):
@@ -135,6 +137,7 @@ class Instrumentation:
                 return []
             self.active = True
             self.ledger.add_library(*HTTP_LIBRARIES)
+            self.ledger.add_boundary(*TEST_RUNNERS)
             problems = []
             for adapter in load_adapters():
                 if not adapter.available():
