@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
-__all__ = ["Lease", "Ledger", "PoolRecord", "Site", "ledger"]
+__all__ = ["Lease", "Ledger", "PoolRecord", "PoolUsage", "Site", "ledger"]
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,22 @@ UNKNOWN_SITE = Site("<unknown>", 0, "<unknown>", "<unknown>", "")
 
 
 class PoolRecord:
-    """What the ledger knows of one pool: its origin, capacity and lease counters."""
+    """What the ledger knows of one pool: its origin, capacity and lease counters.
+
+    ``capacity`` is the most connections the pool keeps (``None`` when unbounded or
+    unknown) and ``block`` whether a request waits for a free one when all are leased;
+    ``leased`` is how many are out now, ``high_water`` the most out at once since the
+    pool was first seen, ``total_leases`` how many were handed out and ``waits`` how many
+    requests found every connection leased and had to wait. ``peak`` is the most out at
+    once in the ledger's current usage window (see :meth:`Ledger.take_usage`).
+    """
 
     __slots__ = (
         "__weakref__",
+        "_base_leases",
+        "_base_waits",
+        "_pool_ref",
+        "_window",
         "block",
         "capacity",
         "client",
@@ -66,6 +78,7 @@ class PoolRecord:
         "leased",
         "leases",
         "origin",
+        "peak",
         "total_leases",
         "waits",
     )
@@ -80,6 +93,64 @@ class PoolRecord:
         self.high_water = 0
         self.total_leases = 0
         self.waits = 0
+        self.peak = 0
+        # The usage window this record was last counted in, and its counters then.
+        self._window = -1
+        self._base_leases = 0
+        self._base_waits = 0
+        self._pool_ref: Callable[[], Any] | None = None
+
+    @property
+    def pool_object(self) -> Any:
+        """The pool this record describes while it is alive, else ``None``."""
+        ref = self._pool_ref
+        return ref() if ref is not None else None
+
+    def usage(self) -> PoolUsage:
+        """What this pool did in the ledger's current usage window."""
+        return PoolUsage(
+            self.client,
+            self.origin,
+            self.capacity,
+            self.block,
+            self.total_leases - self._base_leases,
+            self.peak,
+            self.waits - self._base_waits,
+        )
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    """What one pool (or several of one origin and capacity) did during a usage window.
+
+    ``leases`` is how many connections were handed out, ``peak`` the most leased at once
+    (counting those already out when the window opened) and ``waits`` how many requests
+    had to wait for a free connection.
+    """
+
+    client: str
+    origin: str
+    capacity: int | None
+    block: bool
+    leases: int
+    peak: int
+    waits: int
+
+    def merge(self, other: PoolUsage) -> PoolUsage:
+        """Two pools' (or windows') usage as one row: counts add up, the peak is the larger.
+
+        Peaks are not added: each pool has its own capacity, and the question a peak answers
+        is how close one pool came to it.
+        """
+        return PoolUsage(
+            self.client,
+            self.origin,
+            self.capacity,
+            self.block,
+            self.leases + other.leases,
+            max(self.peak, other.peak),
+            self.waits + other.waits,
+        )
 
 
 class Lease:
@@ -112,7 +183,13 @@ class Lease:
         self.state = "leased"
         # A weak reference only: holding the connection would keep its socket open and
         # change what the code under test sees (a dropped response must still close it).
-        self._conn_ref: Callable[[], object | None] | None = _weak(conn)
+        self._conn_ref: Callable[[], object | None] | None = None
+        if conn is not None:
+            # try/except rather than contextlib.suppress: this runs on every request.
+            try:  # noqa: SIM105
+                self._conn_ref = weakref.ref(conn)
+            except TypeError:  # objects with __slots__ and no __weakref__: remember nothing
+                pass
         self._holder_ref: Callable[[], object | None] | None = None
 
     @property
@@ -188,11 +265,22 @@ class Ledger:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: dict[int, Lease] = {}
-        self._pools: weakref.WeakKeyDictionary[Any, PoolRecord] = weakref.WeakKeyDictionary()
+        # Keyed by id(pool): a dict lookup by int is the cheapest thing on the request path.
+        # The pool's weak reference callback removes its entry before the id can be reused.
+        self._pools: dict[int, PoolRecord] = {}
         self._all_pools: list[weakref.ref[PoolRecord]] = []
-        # Pools that cannot be weak keys; rare, and kept for the whole run.
-        self._by_id: dict[int, PoolRecord] = {}
+        self._prune_at = 64
+        # Usage windows (take_usage): records counted in the open window, and what pools
+        # that died during it did. Dead pools arrive through ``_dead``, appended to by weak
+        # reference callbacks, which may run inside our locked sections and so never lock.
+        self._window = 0
+        self._touched: dict[int, PoolRecord] = {}
+        self._retired: dict[tuple[str, str, int | None, bool], PoolUsage] = {}
+        self._dead: list[PoolRecord] = []
+        # The current thread's name, cached: current_thread().name costs more than a lease.
+        self._thread = threading.local()
         self._frame_cache: dict[str, str | None] = {}
+        self._sites: dict[tuple[str, int, str, str], Site] = {}
         self._library_prefixes: dict[str, str] = {}
         self.owner: Hashable | None = None
 
@@ -204,14 +292,23 @@ class Ledger:
             for prefix in _library_dirs(module_names):
                 self._library_prefixes[prefix] = _BOUNDARY
             self._frame_cache.clear()
+            self._sites.clear()
 
     def add_library(self, *module_names: str) -> None:
         """Treat frames from these imported packages as library code, not lease sites."""
         with self._lock:
             self._library_prefixes.update(_library_dirs(module_names))
             self._frame_cache.clear()
+            self._sites.clear()
 
     # -- the request path ----------------------------------------------------------
+
+    def known_record(self, pool: object) -> PoolRecord | None:
+        """The record of *pool* if it ever leased a connection while we watched, else None.
+
+        The adapters' fast path: one dict lookup by ``id(pool)``.
+        """
+        return self._pools.get(id(pool))
 
     def pool_record(
         self,
@@ -221,54 +318,53 @@ class Ledger:
         capacity: Callable[[], tuple[int | None, bool]],
     ) -> PoolRecord:
         """Return the record for *pool*, creating it on first sight."""
-        try:
-            rec = self._pools.get(pool)
-        except TypeError:  # a pool subclass that is unhashable or not weakly referenceable
-            return self._unhashable_record(pool, client, origin, capacity)
+        # By id, so that unhashable pool subclasses (an __eq__ without __hash__) work too.
+        key = id(pool)
+        rec = self._pools.get(key)
         if rec is None:
             size, block = capacity()
             rec = PoolRecord(client, origin(), size, block)
+            pools, dead = self._pools, self._dead
+
+            def gone(_: object, key: int = key, rec: PoolRecord = rec) -> None:
+                # Atomic under the GIL and lock-free: this can run inside any locked section.
+                if pools.get(key) is rec:
+                    del pools[key]
+                dead.append(rec)
+
             with self._lock:
-                existing = self._pools.get(pool)
+                existing = self._pools.get(key)
                 if existing is not None:
                     return existing
-                self._pools[pool] = rec
+                try:
+                    rec._pool_ref = weakref.ref(pool, gone)
+                except TypeError:
+                    # A pool class with __slots__ and no __weakref__ (rare): hold the pool
+                    # for the whole run, so that its id is never reused by another object.
+                    rec._pool_ref = lambda: pool
+                self._pools[key] = rec
                 self._all_pools.append(weakref.ref(rec))
+                self._reap()
         return rec
-
-    def known_record(self, pool: Any) -> PoolRecord | None:
-        """The record of *pool* if it ever leased a connection while we watched, else None."""
-        try:
-            rec = self._pools.get(pool)
-        except TypeError:
-            return self._by_id.get(id(pool))
-        return rec
-
-    def _unhashable_record(
-        self,
-        pool: Any,
-        client: str,
-        origin: Callable[[], str],
-        capacity: Callable[[], tuple[int | None, bool]],
-    ) -> PoolRecord:
-        with self._lock:
-            rec = self._by_id.get(id(pool))
-            if rec is None:
-                size, block = capacity()
-                rec = self._by_id[id(pool)] = PoolRecord(client, origin(), size, block)
-                self._all_pools.append(weakref.ref(rec))
-            return rec
 
     def lease(self, rec: PoolRecord, conn: object | None) -> Lease:
         """Record that *rec*'s pool handed out a slot (holding *conn*, if known)."""
-        lease = Lease(rec, conn, self.capture_site(), self.owner, threading.current_thread().name)
+        try:
+            thread = self._thread.name
+        except AttributeError:  # this thread's first lease
+            thread = self._thread.name = threading.current_thread().name
+        lease = Lease(rec, conn, self.capture_site(), self.owner, thread)
         with self._lock:
+            if rec._window != self._window:
+                self._touch(rec)
             self._open[id(lease)] = lease
             rec.leases.append(lease)
-            rec.leased += 1
+            leased = rec.leased = rec.leased + 1
             rec.total_leases += 1
-            if rec.leased > rec.high_water:
-                rec.high_water = rec.leased
+            if leased > rec.high_water:
+                rec.high_water = leased
+            if leased > rec.peak:
+                rec.peak = leased
         return lease
 
     def find(self, rec: PoolRecord, conn: object) -> Lease | None:
@@ -293,6 +389,12 @@ class Ledger:
                 return None
             found = -1
             if conn is not None:
+                ref = leases[-1]._conn_ref
+                if ref is not None and ref() is conn:  # the usual case: the newest lease
+                    lease = leases.pop()
+                    rec.leased -= 1
+                    del self._open[id(lease)]
+                    return lease
                 for i in range(len(leases) - 1, -1, -1):
                     ref = leases[i]._conn_ref
                     if ref is not None and ref() is conn:
@@ -327,7 +429,53 @@ class Ledger:
     def note_wait(self, rec: PoolRecord) -> None:
         """Record that a request had to wait for a free slot of *rec*'s pool."""
         with self._lock:
+            if rec._window != self._window:
+                self._touch(rec)
             rec.waits += 1
+
+    # -- usage windows ----------------------------------------------------------------
+
+    def _touch(self, rec: PoolRecord) -> None:
+        # First activity of this pool in the open window: remember where its counters
+        # stood. Called with the lock held.
+        rec._window = self._window
+        rec._base_leases = rec.total_leases
+        rec._base_waits = rec.waits
+        rec.peak = rec.leased
+        self._touched[id(rec)] = rec
+
+    def _reap(self) -> None:
+        # Fold the records of pools that died into per-origin usage, so that a pool a test
+        # created and dropped is still reported, and memory stays flat however many pools
+        # come and go. Called with the lock held.
+        dead = self._dead
+        while dead:
+            rec = dead.pop()
+            if self._touched.pop(id(rec), None) is rec:
+                usage = rec.usage()
+                key = (rec.client, rec.origin, rec.capacity, rec.block)
+                old = self._retired.get(key)
+                self._retired[key] = old.merge(usage) if old is not None else usage
+        if len(self._all_pools) > self._prune_at:
+            self._all_pools = [ref for ref in self._all_pools if ref() is not None]
+            self._prune_at = max(64, 2 * len(self._all_pools))
+
+    def take_usage(self) -> list[PoolUsage]:
+        """What every pool did since the previous call; then start counting afresh.
+
+        One entry per pool that leased a connection or made a request wait, including
+        pools that were garbage-collected meanwhile (folded into one entry per origin,
+        capacity and blocking mode). The pytest plugin calls this at the start and at the
+        end of each test, so that each test sees only its own usage.
+        """
+        with self._lock:
+            self._reap()
+            usage = [rec.usage() for rec in self._touched.values()]
+            usage += self._retired.values()
+            self._window += 1
+            self._touched = {}
+            self._retired = {}
+        return [u for u in usage if u.leases or u.waits]
 
     def capture_site(self) -> Site:
         """Find the first frame outside the HTTP libraries, this package and stdlib glue."""
@@ -335,19 +483,21 @@ class Ledger:
         frame: FrameType | None = sys._getframe(1)
         library = ""
         while frame is not None:
-            filename = frame.f_code.co_filename
+            code = frame.f_code
+            filename = code.co_filename
             try:
                 lib = cache[filename]
             except KeyError:
                 lib = cache[filename] = self._classify(filename)
             if lib is None:
-                return Site(
-                    filename,
-                    frame.f_lineno,
-                    frame.f_code.co_name,
-                    frame.f_globals.get("__name__", "?"),
-                    library,
-                )
+                # One Site per call site, made once: building a frozen dataclass costs more
+                # than the whole walk, and a program has few lines that make requests.
+                key = (filename, frame.f_lineno, code.co_name, library)
+                site = self._sites.get(key)
+                if site is None:
+                    module = frame.f_globals.get("__name__", "?")
+                    site = self._sites[key] = Site(*key[:3], module, library)
+                return site
             if lib == _BOUNDARY:
                 # The test runner is below: no user code asked for this connection here
                 # (a request handed straight to asyncio.gather() runs in a task whose
@@ -388,14 +538,17 @@ class Ledger:
     def pools(self) -> list[PoolRecord]:
         """Every pool record still alive or still holding a lease."""
         with self._lock:
+            self._reap()
             alive = [rec for ref in self._all_pools if (rec := ref()) is not None]
             self._all_pools = [weakref.ref(rec) for rec in alive]
         return alive
 
     def size(self) -> int:
-        """How many objects the ledger holds (open leases plus pool records)."""
+        """How many objects the ledger holds: open leases, pool records, usage entries."""
         with self._lock:
-            return len(self._open) + len(self._all_pools)
+            self._reap()
+            self._all_pools = [ref for ref in self._all_pools if ref() is not None]
+            return len(self._open) + len(self._all_pools) + len(self._retired)
 
 
 _BOUNDARY = "<runner>"

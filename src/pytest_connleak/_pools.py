@@ -21,11 +21,7 @@ __all__ = ["idle_connections", "live_pools", "socket_fd"]
 
 def live_pools(ledger: Ledger) -> list[tuple[PoolRecord, Any]]:
     """Every pool record with its pool object (``None`` once the pool was collected)."""
-    # The ledger keeps pools only as weak keys of a private mapping; reading it here keeps
-    # the shared ledger module unchanged while the adapters for other clients land.
-    with ledger._lock:
-        objects = {id(rec): pool for pool, rec in ledger._pools.items()}
-    return [(rec, objects.get(id(rec))) for rec in ledger.pools()]
+    return [(rec, rec.pool_object) for rec in ledger.pools()]
 
 
 def idle_connections(pool: Any) -> list[Any] | None:

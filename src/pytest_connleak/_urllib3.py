@@ -80,10 +80,15 @@ class Urllib3Adapter(Adapter):
 
         record = ledger.pool_record
         known = ledger.known_record
+        lease, release = ledger.lease, ledger.release
         name = self.name
 
         def record_of(pool: Any) -> Any:
-            return record(pool, name, lambda: origin_of(pool), lambda: _capacity(pool))
+            # The known-pool lookup first: building the two callables costs more than it.
+            rec = known(pool)
+            if rec is None:
+                rec = record(pool, name, lambda: origin_of(pool), lambda: _capacity(pool))
+            return rec
 
         def make_get(original: Callable[..., Any]) -> Callable[..., Any]:
             def _get_conn(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -91,7 +96,7 @@ class Urllib3Adapter(Adapter):
                 if rec.block and rec.capacity is not None and rec.leased >= rec.capacity:
                     ledger.note_wait(rec)
                 conn = original(self, *args, **kwargs)
-                ledger.lease(rec, conn)
+                lease(rec, conn)
                 return conn
 
             return _get_conn
@@ -107,7 +112,7 @@ class Urllib3Adapter(Adapter):
                     # has nothing to balance, and gets no record from a late return.
                     rec = known(self)
                     if rec is not None:
-                        ledger.release(rec, conn)
+                        release(rec, conn)
 
             return _put_conn
 
