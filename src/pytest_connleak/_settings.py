@@ -12,7 +12,18 @@ import pytest
 
 from ._rules import PatternError, parse_rule
 
-__all__ = ["AllowLeaks", "Settings", "parse_allow_leaks", "parse_bool", "resolve_settings"]
+__all__ = [
+    "DEFAULT_POOL_THRESHOLD",
+    "AllowLeaks",
+    "Settings",
+    "parse_allow_leaks",
+    "parse_bool",
+    "parse_threshold",
+    "resolve_settings",
+]
+
+DEFAULT_POOL_THRESHOLD = 0.75
+"""Share of a pool's capacity at which a test gets a PoolHealthWarning."""
 
 _TRUE = ("1", "true", "yes", "on", "y", "t")
 _FALSE = ("0", "false", "no", "off", "n", "f", "")
@@ -25,6 +36,8 @@ class Settings:
     check_all: bool
     #: ``--leak-check-sockets`` / ini ``leak_check_sockets``: the socket check is on.
     check_sockets: bool = False
+    #: Warn when a test drives a pool to this share of its capacity, in (0, 1].
+    pool_threshold: float = DEFAULT_POOL_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,20 @@ def parse_bool(value: object, name: str) -> bool:
     )
 
 
+def parse_threshold(value: object, name: str) -> float:
+    """Parse a share of a pool's capacity: a number in (0, 1], like 0.75."""
+    try:
+        threshold = float(str(value).strip())
+    except ValueError:
+        threshold = float("nan")
+    if not 0 < threshold <= 1:  # also rejects nan
+        raise pytest.UsageError(
+            f"{name} = {value!r} is not a share of a pool's capacity; use a number greater "
+            "than 0 and at most 1, like 0.75 (warn at 75%)"
+        )
+    return threshold
+
+
 def resolve_settings(config: pytest.Config) -> Settings:
     """Read ``--leak-check``/``--no-leak-check`` and fall back to ini ``leak_check``.
 
@@ -73,7 +100,14 @@ def resolve_settings(config: pytest.Config) -> Settings:
     sockets = config.getoption("leak_check_sockets", None)
     if sockets is None:
         sockets = parse_bool(config.getini("leak_check_sockets"), "leak_check_sockets")
-    return Settings(check_all=bool(option), check_sockets=bool(sockets))
+    threshold = config.getoption("leak_check_pool_threshold", None)
+    if threshold is None:
+        threshold = config.getini("leak_check_pool_threshold")
+    return Settings(
+        check_all=bool(option),
+        check_sockets=bool(sockets),
+        pool_threshold=parse_threshold(threshold, "leak_check_pool_threshold"),
+    )
 
 
 def parse_allow_leaks(marker: pytest.Mark, nodeid: str) -> AllowLeaks:

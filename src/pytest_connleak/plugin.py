@@ -15,10 +15,11 @@ from . import _policy, _sockets
 from ._adapters import Instrumentation
 from ._api import acquire_instrumentation, release_instrumentation
 from ._fixtures_upstreams import _connleak_lb, lb_httpserver, load_balancer, response_shape  # noqa: F401
+from ._health import PoolHealth
 from ._ledger import Lease, ledger
 from ._policy import POLICY_KEY, allows_every_leak, configure_policy
-from ._report import ConnectionLeakError, format_leaks, leak_repr
-from ._settings import Settings, parse_allow_leaks, resolve_settings
+from ._report import ConnectionLeakError, format_leaks, leak_repr, lease_line
+from ._settings import DEFAULT_POOL_THRESHOLD, Settings, parse_allow_leaks, resolve_settings
 from ._sockets import SocketChecker, require_psutil
 from ._summary import write_summary
 from ._warnings import IncompatibleClientWarning
@@ -50,6 +51,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="string",
         default="false",
         help="check every test for leaked HTTP connections (true/false, default false).",
+    )
+    group.addoption(
+        "--leak-check-pool-threshold",
+        dest="leak_check_pool_threshold",
+        default=None,
+        metavar="SHARE",
+        help="warn (PoolHealthWarning) when a checked test drives a connection pool to this "
+        "share of its capacity, a number in (0, 1]. Ini: leak_check_pool_threshold.",
+    )
+    parser.addini(
+        "leak_check_pool_threshold",
+        type="string",
+        default=str(DEFAULT_POOL_THRESHOLD),
+        help="share of a pool's capacity, in (0, 1], at which a checked test gets a "
+        "PoolHealthWarning (default 0.75).",
     )
     _policy.add_options(parser, group)  # mode, ignore rules, baseline
     _sockets.add_options(parser)  # --leak-check-sockets
@@ -116,6 +132,8 @@ def activate(config: pytest.Config) -> LeakChecker:
         config.issue_config_time_warning(IncompatibleClientWarning(problem), stacklevel=2)
     config.add_cleanup(checker.close)
     config.pluginmanager.register(checker, "connleak-checker")
+    # After the checker: its teardown wrapper must be inside pool health's (see register).
+    PoolHealth.register(config, ledger, config.stash[SETTINGS_KEY].pool_threshold, is_watched)
     return checker
 
 
@@ -273,6 +291,9 @@ class LeakChecker:
         if not parts:
             return
         message = "\n".join(parts)
+        # A report section too: pytest-html, pytest-reportlog and -rA show sections.
+        lines = [lease_line(lease, self.rootdir) for lease in everything]
+        item.add_report_section("teardown", "connleak", "\n".join(lines))
         if policy.mode == "warn":
             policy.warn(message, everything)
             return
