@@ -7,7 +7,6 @@ which ships reports from the workers to the controller) finds it.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
@@ -83,11 +82,10 @@ def health_messages(usage: Iterable[PoolUsage], threshold: float, test: str) -> 
 def usage_from_report(report: object) -> list[PoolUsage]:
     """The pool usage a teardown report carries (none for other reports)."""
     entries: Sequence[dict[str, Any]] = getattr(report, USAGE_ATTR, None) or ()
-    fields = {f.name for f in dataclasses.fields(PoolUsage)}
     usage = []
     for entry in entries:
         try:
-            usage.append(PoolUsage(**{k: v for k, v in entry.items() if k in fields}))
+            usage.append(PoolUsage(**entry))
         except TypeError:  # a report from another version of the plugin: skip it
             continue
     return usage
@@ -127,12 +125,12 @@ class PoolHealth:
         config.add_cleanup(unregister)
         return health
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
-        # Open this test's window: what happened before it (collection, the previous
-        # test's stragglers) is not its usage.
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        # Open the first test's window: requests made at collection are no test's. Each
+        # teardown then opens the next test's window (there is nothing in between), which
+        # spares every test a setup hook.
         self.ledger.take_usage()
-        return (yield)
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_teardown(
@@ -181,5 +179,5 @@ class PoolHealth:
         if call.when == "teardown":
             usage = item.stash.get(_USAGE_KEY, None)
             if usage:
-                setattr(report, USAGE_ATTR, [dataclasses.asdict(u) for u in usage])
+                setattr(report, USAGE_ATTR, [u.to_dict() for u in usage])
         return report

@@ -136,6 +136,19 @@ class PoolUsage:
     peak: int
     waits: int
 
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-ready; ``PoolUsage(**d)`` reads it back)."""
+        # By hand: dataclasses.asdict deep-copies, and this runs once per test.
+        return {
+            "client": self.client,
+            "origin": self.origin,
+            "capacity": self.capacity,
+            "block": self.block,
+            "leases": self.leases,
+            "peak": self.peak,
+            "waits": self.waits,
+        }
+
     def merge(self, other: PoolUsage) -> PoolUsage:
         """Two pools' (or windows') usage as one row: counts add up, the peak is the larger.
 
@@ -465,16 +478,18 @@ class Ledger:
 
         One entry per pool that leased a connection or made a request wait, including
         pools that were garbage-collected meanwhile (folded into one entry per origin,
-        capacity and blocking mode). The pytest plugin calls this at the start and at the
-        end of each test, so that each test sees only its own usage.
+        capacity and blocking mode). The pytest plugin calls this before the first test and
+        at the end of each, so that each test sees only its own usage.
         """
+        usage: list[PoolUsage] = []
         with self._lock:
-            self._reap()
-            usage = [rec.usage() for rec in self._touched.values()]
-            usage += self._retired.values()
+            if self._touched or self._retired or self._dead:  # else: no request since
+                self._reap()
+                usage = [rec.usage() for rec in self._touched.values()]
+                usage += self._retired.values()
+                self._touched = {}
+                self._retired = {}
             self._window += 1
-            self._touched = {}
-            self._retired = {}
         return [u for u in usage if u.leases or u.waits]
 
     def capture_site(self) -> Site:
