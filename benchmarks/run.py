@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="small counts, one round: a smoke run")
-    parser.add_argument("--rounds", type=int, help="rounds per figure (default 15, quick 1)")
+    parser.add_argument("--rounds", type=int, help="rounds per figure (default 11, quick 1)")
     parser.add_argument(
         "--output",
         type=Path,
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     quick = args.quick
-    rounds = args.rounds or (1 if quick else 15)
+    rounds = args.rounds or (1 if quick else 11)
     requests_n = 200 if quick else 2000
     trivial, requesting = (100, 20) if quick else (2000, 500)
     small, large = (1000, 2000) if quick else (1000, 100_000)
