@@ -48,6 +48,8 @@ if str(ROOT / "src") not in sys.path:  # a checkout without the editable install
 from pytest_connleak._adapters import Instrumentation  # noqa: E402
 from pytest_connleak._ledger import Ledger  # noqa: E402
 
+KEEP_MARKER = "<!-- written by hand below this line; run.py keeps it -->"
+
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
 
@@ -539,9 +541,16 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if notes:
         body += ["## Notes", "", *[f"- {note}" for note in notes], ""]
+    missed = [r.name for r in ratios if r.target is not None and r.cells()[-1].endswith("missed")]
+    if missed:
+        body += ["## Targets missed in this run", "", *[f"- {name}" for name in missed], ""]
     output = args.output or (None if quick else HERE / "RESULTS.md")
     if output is not None:
-        output.write_text("\n".join(body))
+        # What a person wrote below the marker (the analysis of a miss) survives a rerun.
+        kept = ""
+        if output.exists() and KEEP_MARKER in output.read_text():
+            kept = output.read_text().split(KEEP_MARKER, 1)[1]
+        output.write_text("\n".join(body) + "\n" + KEEP_MARKER + kept)
         print(f"\nwritten to {output}")
     return 0
 
