@@ -425,6 +425,7 @@ def versions() -> dict[str, str]:
         "requests",
         "httpx",
         "httpcore",
+        "aiohttp",
         "pytest-xdist",
         "pytest-openfiles",
     ):
