@@ -6,8 +6,10 @@ through the ``BASE_URL`` constant that :func:`base_conftest` writes into their c
 
 from __future__ import annotations
 
+import gc
 import http.server
 import threading
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -60,14 +62,27 @@ def base_url(http_server: HTTPServer) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _inner_runs_quiet(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+def _inner_runs_quiet(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     """Give every pytester run pytest-asyncio's loop scope, or it warns in each run.
 
     Pytester clears PYTEST_ADDOPTS when it starts, so this runs after it.
+
+    The inner runs leak connections on purpose. Leaked responses caught in reference
+    cycles (httpx, aiohttp) would be collected at whatever moment the garbage collector
+    picks, and their sockets' ResourceWarning would then fail an unrelated outer test;
+    collect them here, right after the test that made them, where they are expected.
     """
-    if "pytester" in request.fixturenames:
-        request.getfixturevalue("pytester")
-        monkeypatch.setenv("PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function")
+    if "pytester" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("pytester")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function")
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 @pytest.fixture
