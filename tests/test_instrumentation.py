@@ -159,9 +159,9 @@ HTTPConnectionPool._get_conn = _get_conn
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(
         [
-            # urllib3 is skipped; the other clients are still tracked.
+            # urllib3 is skipped; the other clients are tracked once imported.
             "connleak: checking every test for leaked HTTP connections "
-            "(tracking httpcore *, aiohttp *)",
+            "(tracking httpcore (when imported), aiohttp (when imported))",
             "*IncompatibleClientWarning: pytest-connleak cannot track urllib3 *: "
             "urllib3.connectionpool.HTTPConnectionPool._get_conn('self', 'timeout', 'priority') "
             "does not take ('self', 'timeout'); leaks through urllib3 will not be reported",

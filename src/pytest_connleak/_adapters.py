@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.abc
 import importlib.util
 import inspect
+import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import Any
 
 from ._ledger import Lease, Ledger
+from ._warnings import IncompatibleClientWarning
 
 __all__ = [
     "ADAPTERS",
@@ -119,19 +125,95 @@ def load_adapters(paths: Sequence[str] = ADAPTERS) -> list[Adapter]:
     return adapters
 
 
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Patches a client right after its package is first imported (a post-import hook).
+
+    It sits at the front of ``sys.meta_path`` and answers only for the packages of
+    adapters still waiting: it asks the finders behind it for the spec, as the import
+    system would have, and wraps the loader so that the adapter's ``patch`` runs once
+    the package has executed. The module object, its ``__loader__``, ``__spec__`` and
+    any exception raised while it executes are exactly those of a normal import.
+    """
+
+    def __init__(self, instrumentation: Instrumentation) -> None:
+        self._instrumentation = instrumentation
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> ModuleSpec | None:
+        if fullname not in self._instrumentation._pending:
+            return None  # the common case: one dict lookup per import
+        meta_path = sys.meta_path
+        try:
+            behind = meta_path[meta_path.index(self) + 1 :]
+        except ValueError:  # removed meanwhile
+            return None
+        for finder in behind:
+            find = getattr(finder, "find_spec", None)
+            if find is None:
+                continue
+            spec: ModuleSpec | None = find(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return None  # nothing we can wrap: the import goes on without us
+        spec.loader = _PatchAfterExec(loader, self._instrumentation)
+        return spec
+
+
+class _PatchAfterExec(importlib.abc.Loader):
+    """The real loader, then the adapter's patch; puts the real loader back first."""
+
+    def __init__(self, loader: Any, instrumentation: Instrumentation) -> None:
+        self._loader = loader
+        self._instrumentation = instrumentation
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        module: ModuleType | None = self._loader.create_module(spec)
+        return module
+
+    def exec_module(self, module: ModuleType) -> None:
+        # Before the package's code runs, so that nothing can see this wrapper: pkgutil,
+        # importlib.resources and inspect read __loader__ and __spec__.loader.
+        module.__loader__ = self._loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        self._loader.exec_module(module)  # its exceptions are the import's, unchanged
+        self._instrumentation._imported(module.__name__)
+
+
 class Instrumentation:
-    """The patches of every available adapter, installed once and removed once."""
+    """The patches of every available adapter, installed once and removed once.
+
+    A client already imported is patched by :meth:`install`; one that is not yet imported
+    is patched when it first is (so a suite pays only for the clients it uses).
+    """
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.installed: list[Adapter] = []
         self.skipped: list[tuple[Adapter, str]] = []
+        #: Adapters waiting for their package to be imported, by package name.
+        self._pending: dict[str, Adapter] = {}
+        self._finder: _PatchOnImport | None = None
         self._patcher = Patcher()
-        self._lock = threading.Lock()
+        # Reentrant: a patch that imports another client's package runs that hook inline.
+        self._lock = threading.RLock()
         self.active = False
 
+    @property
+    def pending(self) -> list[Adapter]:
+        """Available adapters whose client is not imported yet, in install order."""
+        return list(self._pending.values())
+
     def install(self) -> list[str]:
-        """Patch every available client; return one message per client skipped."""
+        """Patch every imported client, hook the others; one message per client skipped."""
         with self._lock:
             if self.active:
                 return []
@@ -140,21 +222,65 @@ class Instrumentation:
             self.ledger.add_boundary(*TEST_RUNNERS)
             problems = []
             for adapter in load_adapters():
-                if not adapter.available():
+                if adapter.module not in sys.modules:
+                    if adapter.available():
+                        self._pending[adapter.module] = adapter
                     continue
-                mark = len(self._patcher)
-                try:
-                    adapter.patch(self.ledger, self._patcher)
-                except Incompatible as exc:
-                    self._undo_to(mark)
-                    self.skipped.append((adapter, str(exc)))
-                    problems.append(
-                        f"pytest-connleak cannot track {adapter.name} {adapter.version()}: "
-                        f"{exc}; leaks through {adapter.name} will not be reported"
-                    )
-                else:
-                    self.installed.append(adapter)
+                problem = self._patch(adapter)
+                if problem is not None:
+                    problems.append(problem)
+            if self._pending:
+                self._finder = _PatchOnImport(self)
+                # A new list rather than insert(): a thread iterating the old one in the
+                # middle of an import must see it unchanged (see _remove_finder).
+                sys.meta_path = [self._finder, *sys.meta_path]
+                # Imported between the check above and the hook: patch it now.
+                for name in [n for n in self._pending if n in sys.modules]:
+                    self._imported(name)
             return problems
+
+    def _patch(self, adapter: Adapter) -> str | None:
+        mark = len(self._patcher)
+        try:
+            adapter.patch(self.ledger, self._patcher)
+        except Incompatible as exc:
+            self._undo_to(mark)
+            self.skipped.append((adapter, str(exc)))
+            return (
+                f"pytest-connleak cannot track {adapter.name} {adapter.version()}: "
+                f"{exc}; leaks through {adapter.name} will not be reported"
+            )
+        self.installed.append(adapter)
+        return None
+
+    def _imported(self, name: str) -> None:
+        """Patch the adapter waiting for *name*, which has just been imported."""
+        with self._lock:
+            adapter = self._pending.pop(name, None)
+            if adapter is None or not self.active:
+                return
+            if not self._pending:
+                self._remove_finder()
+            mark = len(self._patcher)
+            try:
+                problem = self._patch(adapter)
+            except Exception as exc:  # never turn a working import into a failing one
+                self._undo_to(mark)
+                self.skipped.append((adapter, repr(exc)))
+                problem = (
+                    f"pytest-connleak cannot track {adapter.name}: patching it failed "
+                    f"({exc!r}); leaks through {adapter.name} will not be reported"
+                )
+        if problem is not None:
+            # Outside the lock; raises only if the user made it an error (filterwarnings).
+            warnings.warn(IncompatibleClientWarning(problem), stacklevel=2)
+
+    def _remove_finder(self) -> None:
+        finder, self._finder = self._finder, None
+        if finder is not None:
+            # Rebound, not list.remove(): removing the first entry of the list that
+            # another thread is iterating would make it skip the next finder.
+            sys.meta_path = [f for f in sys.meta_path if f is not finder]
 
     def _undo_to(self, mark: int) -> None:
         tail = Patcher()
@@ -163,8 +289,10 @@ class Instrumentation:
         tail.restore()
 
     def uninstall(self) -> None:
-        """Remove every patch."""
+        """Remove every patch and the import hook."""
         with self._lock:
+            self._remove_finder()
+            self._pending.clear()
             self._patcher.restore()
             self.installed.clear()
             self.active = False

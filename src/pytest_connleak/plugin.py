@@ -192,7 +192,10 @@ class LeakChecker:
         self._item: pytest.Item | None = None
 
     def tracked(self) -> list[str]:
-        return [f"{a.name} {a.version()}" for a in self.instrumentation.installed] or ["nothing"]
+        tracked = [f"{a.name} {a.version()}" for a in self.instrumentation.installed]
+        # Not imported yet: patched on first import; its version would cost that import.
+        tracked += [f"{a.name} (when imported)" for a in self.instrumentation.pending]
+        return tracked or ["nothing"]
 
     def close(self) -> None:
         release_instrumentation()
