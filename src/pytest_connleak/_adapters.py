@@ -19,7 +19,7 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
 
-from ._ledger import Lease, Ledger
+from ._ledger import Lease, Ledger, ledger
 from ._warnings import IncompatibleClientWarning
 
 __all__ = [
@@ -28,7 +28,9 @@ __all__ = [
     "Incompatible",
     "Instrumentation",
     "Patcher",
+    "acquire_instrumentation",
     "expect_signature",
+    "release_instrumentation",
 ]
 
 ADAPTERS: tuple[str, ...] = (
@@ -303,3 +305,38 @@ class Instrumentation:
             if adapter.name == lease.client:
                 return adapter.advise(lease)
         return Adapter.hint
+
+
+# The process-wide instrumentation, shared by the plugin and the plain-Python API
+# (no_leaks(), the mixin, track()) and counted by its users, so that a no_leaks() block
+# inside a pytest run never patches the clients a second time (which would count every
+# lease twice) and never removes the plugin's patches when it ends.
+SHARED_INSTRUMENTATION = Instrumentation(ledger)
+_users = 0
+_problems: list[str] = []
+_shared_lock = threading.Lock()
+
+
+def acquire_instrumentation() -> tuple[Instrumentation, list[str]]:
+    """Install the process-wide instrumentation for one more user.
+
+    Returns it with one message per client that could not be tracked (the same messages
+    to every user, so the plugin can warn about them whoever installed first).
+    """
+    global _users
+    with _shared_lock:
+        if _users == 0:
+            _problems[:] = SHARED_INSTRUMENTATION.install()
+        _users += 1
+        return SHARED_INSTRUMENTATION, list(_problems)
+
+
+def release_instrumentation() -> None:
+    """Give back one :func:`acquire_instrumentation`; the last user removes the patches."""
+    global _users
+    with _shared_lock:
+        if _users == 0:
+            return
+        _users -= 1
+        if _users == 0:
+            SHARED_INSTRUMENTATION.uninstall()

@@ -15,13 +15,14 @@ import functools
 import inspect
 import itertools
 import os
-import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ._adapters import Instrumentation
+# They live in _adapters so that the plugin can use them without importing this module.
+from ._adapters import SHARED_INSTRUMENTATION as _instrumentation
+from ._adapters import acquire_instrumentation, release_instrumentation
 from ._ledger import Lease, ledger
 from ._pools import idle_connections, live_pools
 from ._report import ConnectionLeakError, format_leaks
@@ -36,36 +37,6 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_instrumentation = Instrumentation(ledger)
-_users = 0
-_problems: list[str] = []
-_lock = threading.Lock()
-
-
-def acquire_instrumentation() -> tuple[Instrumentation, list[str]]:
-    """Install the process-wide instrumentation for one more user.
-
-    Returns it with one message per client that could not be tracked (the same messages
-    to every user, so the plugin can warn about them whoever installed first).
-    """
-    global _users
-    with _lock:
-        if _users == 0:
-            _problems[:] = _instrumentation.install()
-        _users += 1
-        return _instrumentation, list(_problems)
-
-
-def release_instrumentation() -> None:
-    """Give back one :func:`acquire_instrumentation`; the last user removes the patches."""
-    global _users
-    with _lock:
-        if _users == 0:
-            return
-        _users -= 1
-        if _users == 0:
-            _instrumentation.uninstall()
 
 
 @dataclass(frozen=True, eq=False)

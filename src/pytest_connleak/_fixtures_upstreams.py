@@ -1,23 +1,34 @@
 """Fixtures for mock upstreams that answer like real infrastructure.
 
-:mod:`pytest_connleak.plugin` imports them by name, which is how pytest finds them.
+:mod:`pytest_connleak.plugin` imports them by name, which is how pytest finds them. The
+servers, the proxy and the shapes are imported by the fixtures that use them, not here:
+this module is loaded in every pytest run, and most suites never use these fixtures.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
-from pytest_httpserver import HTTPServer
 
-from ._proxy import ReverseProxy
-from ._shapes import RESPONSE_SHAPES, ResponseShape
+if TYPE_CHECKING:
+    from pytest_httpserver import HTTPServer
+
+    from ._proxy import ReverseProxy
+    from ._shapes import ResponseShape
 
 __all__ = ["lb_httpserver", "load_balancer", "response_shape"]
+
+#: The names of ``RESPONSE_SHAPES``, in order: the parameters of ``response_shape``, known
+#: without building the shapes (a test checks that the two agree).
+SHAPE_NAMES = ("empty", "html", "json", "large", "chunked", "slow", "close", "truncated")
 
 
 @pytest.fixture(scope="session")
 def _connleak_lb() -> Iterator[HTTPServer]:
+    from pytest_httpserver import HTTPServer
+
     server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
     server.start()
     try:
@@ -46,7 +57,7 @@ def lb_httpserver(_connleak_lb: HTTPServer) -> HTTPServer:
     return _connleak_lb
 
 
-@pytest.fixture(params=list(RESPONSE_SHAPES), ids=list(RESPONSE_SHAPES))
+@pytest.fixture(params=list(SHAPE_NAMES), ids=list(SHAPE_NAMES))
 def response_shape(request: pytest.FixtureRequest) -> ResponseShape:
     """Runs the test once per response shape in ``pytest_connleak.RESPONSE_SHAPES``.
 
@@ -55,6 +66,8 @@ def response_shape(request: pytest.FixtureRequest) -> ResponseShape:
     ``lb_httpserver.expect_request(...).respond_with_handler(response_shape)`` (or
     ``.handler``). ``response_shape.with_status(403)`` answers 403 in that shape.
     """
+    from ._shapes import RESPONSE_SHAPES
+
     shape: ResponseShape = RESPONSE_SHAPES[request.param]
     return shape
 
@@ -74,6 +87,8 @@ def load_balancer() -> Iterator[Callable[..., str]]:
     concurrently. Every proxy started is stopped at the end of the test, its threads
     joined and its sockets closed.
     """
+    from ._proxy import ReverseProxy
+
     proxies: list[ReverseProxy] = []
 
     def start(upstream_url: str, *, style: str = "nginx") -> str:

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from . import _policy, _sockets
-from ._adapters import Instrumentation
-from ._api import acquire_instrumentation, release_instrumentation
+from ._adapters import Instrumentation, acquire_instrumentation, release_instrumentation
 from ._fixtures_upstreams import _connleak_lb, lb_httpserver, load_balancer, response_shape  # noqa: F401
 from ._health import PoolHealth
 from ._ledger import Lease, ledger
