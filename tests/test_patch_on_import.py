@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,47 @@ def test_incompatible_at_import_warns_and_the_import_succeeds(fake_client: Path)
         assert [a.name for a, _ in instrumentation.skipped] == ["fakeclient"]
     finally:
         instrumentation.uninstall()
+
+
+def test_escalated_warning_never_fails_the_import(fake_client: Path) -> None:
+    fake_client.write_text(fake_client.read_text() + "INCOMPATIBLE = True\n")
+    instrumentation = Instrumentation(Ledger())
+    instrumentation.install()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", IncompatibleClientWarning)
+            import connleak_fakeclient as mod
+        assert mod.Pool().get() == "original"
+        (problem,) = instrumentation.escalated
+        assert problem.startswith("pytest-connleak cannot track fakeclient")
+    finally:
+        instrumentation.uninstall()
+
+
+def test_escalated_import_warning_fails_the_run(
+    fake_client: Path, pytester: pytest.Pytester
+) -> None:
+    fake_client.write_text(fake_client.read_text() + "INCOMPATIBLE = True\n")
+    pytester.makeini(
+        """
+        [pytest]
+        filterwarnings = error::pytest_connleak.IncompatibleClientWarning
+        """
+    )
+    pytester.makepyfile(
+        f"""
+        def test_imports_the_client():
+            import {FAKE} as mod
+
+            assert mod.Pool().get() == "original"
+        """
+    )
+    result = pytester.runpytest("--leak-check")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["ERROR: IncompatibleClientWarning: pytest-connleak cannot track fakeclient *"]
+    )
 
 
 def test_a_client_already_imported_is_patched_at_once_without_a_hook(fake_client: Path) -> None:

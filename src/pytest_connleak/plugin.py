@@ -314,6 +314,14 @@ class LeakChecker:
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         write_summary(terminalreporter)
+        for problem in self.instrumentation.escalated:
+            terminalreporter.write_line(f"ERROR: IncompatibleClientWarning: {problem}", red=True)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        # An escalated warning from a client's import could not be raised there without
+        # failing the code under test; it fails the run instead.
+        if self.instrumentation.escalated and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(trylast=True)
