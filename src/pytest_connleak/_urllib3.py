@@ -12,8 +12,7 @@ from typing import Any
 
 from ._adapters import Adapter, Patcher, expect_signature
 from ._ledger import Lease, Ledger
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+from ._origins import format_origin
 
 REQUESTS_HINT = (
     "close the response (response.close(), or use it as a context manager) or read its body"
@@ -43,11 +42,7 @@ COLLECTED = (
 def origin_of(pool: Any) -> str:
     """``scheme://host:port`` of a urllib3 connection pool."""
     scheme = getattr(pool, "scheme", "http")
-    host = str(getattr(pool, "host", "?"))
-    port = getattr(pool, "port", None) or _DEFAULT_PORTS.get(scheme, 0)
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
+    return format_origin(scheme, str(getattr(pool, "host", "?")), getattr(pool, "port", None))
 
 
 def _capacity(pool: Any) -> tuple[int | None, bool]:
