@@ -27,14 +27,7 @@ from ._ledger import Lease, ledger
 from ._pools import idle_connections, live_pools
 from ._report import ConnectionLeakError, format_leaks
 
-__all__ = [
-    "LeakCheckMixin",
-    "acquire_instrumentation",
-    "no_leaks",
-    "pool_stats",
-    "release_instrumentation",
-    "track",
-]
+__all__ = ["LeakCheckMixin", "no_leaks", "pool_stats", "track"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
