@@ -45,8 +45,8 @@ ROOT = HERE.parent
 if str(ROOT / "src") not in sys.path:  # a checkout without the editable install
     sys.path.insert(0, str(ROOT / "src"))
 
-from pytest_connleak._adapters import Instrumentation  # noqa: E402
-from pytest_connleak._ledger import Ledger  # noqa: E402
+from pytest_connleak._core.adapters import Instrumentation  # noqa: E402
+from pytest_connleak._core.ledger import Ledger  # noqa: E402
 
 KEEP_MARKER = "<!-- written by hand below this line; run.py keeps it -->"
 

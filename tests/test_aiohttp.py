@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 from aiohttp import connector as connector_mod
 
-from pytest_connleak._adapters import Incompatible, Instrumentation, Patcher
-from pytest_connleak._aiohttp import HINT, SESSION_CLOSED, AiohttpAdapter
-from pytest_connleak._ledger import Ledger
+from pytest_connleak._clients.aiohttp import HINT, SESSION_CLOSED, AiohttpAdapter
+from pytest_connleak._core.adapters import Incompatible, Instrumentation, Patcher
+from pytest_connleak._core.ledger import Ledger
 
 HEADLINE = "E   ConnectionLeakError: 1 connection leaked by {name} (still leased at teardown)"
 SITE = "E     http://127.0.0.1:* — leased at {where}"

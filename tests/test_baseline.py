@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_connleak._baseline import HEADER
+from pytest_connleak._checker.baseline import HEADER
 
 APP = """
 import requests

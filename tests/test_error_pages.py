@@ -15,7 +15,7 @@ from pytest_httpserver import HTTPServer
 
 from conftest import LB_403_PAGE
 from pytest_connleak import error_page
-from pytest_connleak._error_pages import STYLES
+from pytest_connleak._upstreams.error_pages import STYLES
 
 
 def fetch(url: str, method: str = "GET") -> tuple[int, str, http.client.HTTPMessage, bytes]:

@@ -18,9 +18,9 @@ import httpcore  # noqa: F401  (see below)
 import httpx
 import pytest
 
-from pytest_connleak._adapters import Instrumentation
-from pytest_connleak._httpcore import ASYNC_HINT, CLIENT_CLOSED, SYNC_HINT
-from pytest_connleak._ledger import Ledger
+from pytest_connleak._clients.httpcore import ASYNC_HINT, CLIENT_CLOSED, SYNC_HINT
+from pytest_connleak._core.adapters import Instrumentation
+from pytest_connleak._core.ledger import Ledger
 
 # httpx imports httpcore lazily. Imported here, httpcore stays in the sys.modules that
 # pytester restores after each inline run; otherwise every run would import a new httpcore

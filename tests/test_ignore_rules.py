@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_connleak._ledger import Lease, PoolRecord, Site
-from pytest_connleak._rules import PatternError, parse_rule
+from pytest_connleak._checker.rules import PatternError, parse_rule
+from pytest_connleak._core.ledger import Lease, PoolRecord, Site
 
 HELPER = """
 import requests

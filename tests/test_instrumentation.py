@@ -10,8 +10,8 @@ import pytest
 import urllib3
 from urllib3.connectionpool import HTTPConnectionPool
 
-from pytest_connleak._adapters import Instrumentation
-from pytest_connleak._ledger import Ledger
+from pytest_connleak._core.adapters import Instrumentation
+from pytest_connleak._core.ledger import Ledger
 
 ORIGINAL_GET = HTTPConnectionPool.__dict__["_get_conn"]
 ORIGINAL_PUT = HTTPConnectionPool.__dict__["_put_conn"]

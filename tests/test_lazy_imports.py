@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest_connleak
-from pytest_connleak._fixtures_upstreams import SHAPE_NAMES
-from pytest_connleak._shapes import RESPONSE_SHAPES
+from pytest_connleak._upstreams.fixtures import SHAPE_NAMES
+from pytest_connleak._upstreams.shapes import RESPONSE_SHAPES
 
 
 def test_the_shape_names_are_the_response_shapes() -> None:
@@ -26,11 +26,17 @@ def test_the_plugin_imports_neither_the_api_nor_the_mock_upstreams() -> None:
         "import sys, pytest_connleak.plugin\n"
         "print(sorted(m for m in sys.modules if m.startswith('pytest_connleak.')))\n"
         "pytest_connleak.error_page\n"
-        "print('pytest_connleak._error_pages' in sys.modules)\n"
+        "print('pytest_connleak._upstreams.error_pages' in sys.modules)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    for lazy in ("_api", "_error_pages", "_proxy", "_shapes", "_watch"):
+    for lazy in (
+        "_runtime.api",
+        "_upstreams.error_pages",
+        "_upstreams.proxy",
+        "_upstreams.shapes",
+        "_runtime.watch",
+    ):
         assert f"'pytest_connleak.{lazy}'" not in out[0]
     assert out[1] == "True"

@@ -15,9 +15,9 @@ from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
 from pytest_connleak import RESPONSE_SHAPES, error_page
-from pytest_connleak._error_pages import STYLES
-from pytest_connleak._proxy import ReverseProxy
-from pytest_connleak._shapes import TRUNCATED_LENGTH, TRUNCATED_SENT
+from pytest_connleak._upstreams.error_pages import STYLES
+from pytest_connleak._upstreams.proxy import ReverseProxy
+from pytest_connleak._upstreams.shapes import TRUNCATED_LENGTH, TRUNCATED_SENT
 
 LoadBalancer = Callable[..., str]
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from pytest_connleak import IncompatibleClientWarning, _adapters
-from pytest_connleak._adapters import Adapter, Incompatible, Instrumentation, Patcher
-from pytest_connleak._ledger import Ledger
+from pytest_connleak import IncompatibleClientWarning
+from pytest_connleak._core import adapters as _adapters
+from pytest_connleak._core.adapters import Adapter, Incompatible, Instrumentation, Patcher
+from pytest_connleak._core.ledger import Ledger
 
 FAKE = "connleak_fakeclient"
 

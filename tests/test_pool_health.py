@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_connleak._health import health_messages
-from pytest_connleak._ledger import PoolUsage
+from pytest_connleak._checker.health import health_messages
+from pytest_connleak._core.ledger import PoolUsage
 
 # In-process pytester runs inherit this suite's "error" filter, which would turn every
 # PoolHealthWarning into a teardown error; users get a warning by default, so do we.

@@ -11,7 +11,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from pytest_connleak import RESPONSE_SHAPES, ResponseShape, error_page
-from pytest_connleak._shapes import (
+from pytest_connleak._upstreams.shapes import (
     CHUNKS,
     LARGE_SIZE,
     SLOW_INTERVAL,

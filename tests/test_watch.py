@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pytest_connleak import _watch
+from pytest_connleak._runtime import watch as _watch
 
 CLOSE_WAIT = 3
 ESTABLISHED = 2

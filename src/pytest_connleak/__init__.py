@@ -8,32 +8,32 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._ledger import Lease, Site
-from ._report import ConnectionLeakError
-from ._version import __version__
-from ._warnings import (
+from ._checker.verdict import LeakCheck
+from ._core.ledger import Lease, Site
+from ._core.report import ConnectionLeakError
+from ._core.warnings import (
     ConnleakWarning,
     IncompatibleClientWarning,
     LeakWarning,
     PoolHealthWarning,
 )
-from .plugin import LeakCheck
+from ._version import __version__
 
 if TYPE_CHECKING:
-    from ._api import LeakCheckMixin, no_leaks, pool_stats, track
-    from ._error_pages import error_page
-    from ._shapes import RESPONSE_SHAPES, ResponseShape
+    from ._runtime.api import LeakCheckMixin, no_leaks, pool_stats, track
+    from ._upstreams.error_pages import error_page
+    from ._upstreams.shapes import RESPONSE_SHAPES, ResponseShape
 
 # Imported on first use: pytest imports this package in every run, and most runs need
 # neither the plain-Python API nor the mock upstreams (werkzeug pages and shapes).
 _LAZY = {
-    "LeakCheckMixin": "._api",
-    "no_leaks": "._api",
-    "pool_stats": "._api",
-    "track": "._api",
-    "error_page": "._error_pages",
-    "RESPONSE_SHAPES": "._shapes",
-    "ResponseShape": "._shapes",
+    "LeakCheckMixin": "._runtime.api",
+    "no_leaks": "._runtime.api",
+    "pool_stats": "._runtime.api",
+    "track": "._runtime.api",
+    "error_page": "._upstreams.error_pages",
+    "RESPONSE_SHAPES": "._upstreams.shapes",
+    "ResponseShape": "._upstreams.shapes",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ._watch import main
+from ._runtime.watch import main
 
 if __name__ == "__main__":
     sys.exit(main())

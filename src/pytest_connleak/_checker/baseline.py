@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ._ledger import Lease
+from pytest_connleak._core.ledger import Lease
 
 __all__ = ["KEY_PROPERTY", "Baseline", "BaselineReporter", "lease_key", "read_baseline"]
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from ._ledger import Ledger, PoolUsage
-from ._warnings import PoolHealthWarning
+from pytest_connleak._core.ledger import Ledger, PoolUsage
+from pytest_connleak._core.warnings import PoolHealthWarning
 
 __all__ = [
     "SMALL_POOL",

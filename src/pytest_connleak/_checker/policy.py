@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from ._baseline import KEY_PROPERTY, Baseline, BaselineReporter, lease_key, load_baseline
-from ._ledger import Lease
-from ._report import lease_line
-from ._rules import VALID_FORMS, PatternError, Rule, parse_rule
-from ._settings import AllowLeaks, parse_allow_leaks
-from ._summary import LEAK_PROPERTY
-from ._warnings import LeakWarning
+from pytest_connleak._core.ledger import Lease
+from pytest_connleak._core.report import lease_line
+from pytest_connleak._core.warnings import LeakWarning
+
+from .baseline import KEY_PROPERTY, Baseline, BaselineReporter, lease_key, load_baseline
+from .rules import VALID_FORMS, PatternError, Rule, parse_rule
+from .settings import AllowLeaks, parse_allow_leaks
+from .summary import LEAK_PROPERTY
 
 __all__ = ["MODES", "POLICY_KEY", "Policy", "add_options", "configure_policy"]
 

@@ -29,7 +29,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from ._ledger import Lease
+from pytest_connleak._core.ledger import Lease
 
 __all__ = ["KINDS", "VALID_FORMS", "PatternError", "Rule", "parse_rule"]
 

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from ._rules import PatternError, parse_rule
+from .rules import PatternError, parse_rule
 
 __all__ = [
     "DEFAULT_POOL_THRESHOLD",
+    "add_options",
     "AllowLeaks",
     "Settings",
     "parse_allow_leaks",
@@ -155,3 +156,45 @@ def _patterns(
         except PatternError as exc:
             raise pytest.UsageError(f"{where}: bad pattern in {name}: {exc}") from None
     return tuple(value)
+
+
+def add_options(parser: pytest.Parser) -> pytest.OptionGroup:
+    """The options and ini values of the check itself; returns their group."""
+    group = parser.getgroup("connleak", "HTTP connection leak checks (pytest-connleak)")
+    group.addoption(
+        "--leak-check",
+        action="store_true",
+        dest="leak_check",
+        default=None,
+        help="fail every test that leaves an HTTP connection leased from a pool "
+        "(urllib3/requests, httpx, aiohttp). Ini: leak_check.",
+    )
+    group.addoption(
+        "--no-leak-check",
+        action="store_false",
+        dest="leak_check",
+        help="turn off the check for every test, overriding the leak_check ini value "
+        "(tests that request the leak_check fixture are still checked).",
+    )
+    parser.addini(
+        "leak_check",
+        type="string",
+        default="false",
+        help="check every test for leaked HTTP connections (true/false, default false).",
+    )
+    group.addoption(
+        "--leak-check-pool-threshold",
+        dest="leak_check_pool_threshold",
+        default=None,
+        metavar="SHARE",
+        help="warn (PoolHealthWarning) when a checked test drives a connection pool to this "
+        "share of its capacity, a number in (0, 1]. Ini: leak_check_pool_threshold.",
+    )
+    parser.addini(
+        "leak_check_pool_threshold",
+        type="string",
+        default=str(DEFAULT_POOL_THRESHOLD),
+        help="share of a pool's capacity, in (0, 1], at which a checked test gets a "
+        "PoolHealthWarning (default 0.75).",
+    )
+    return group

@@ -30,28 +30,17 @@ How a leaked socket is told apart from the others, cheaply:
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from ._ledger import Lease, ledger
-from ._pools import idle_connections, live_pools, socket_fd
-from ._report import ConnectionLeakError
+from pytest_connleak._core.ledger import Lease, ledger
+from pytest_connleak._core.pools import idle_connections, live_pools, socket_fd
+from pytest_connleak._core.report import ConnectionLeakError
+from pytest_connleak._core.sockets import PSUTIL_MISSING, SocketInfo, tcp_sockets
 
-__all__ = [
-    "PSUTIL_MISSING",
-    "SocketChecker",
-    "SocketInfo",
-    "add_options",
-    "format_address",
-    "require_psutil",
-    "tcp_sockets",
-]
-
-PSUTIL_MISSING = "needs psutil: pip install 'pytest-connleak[sockets]'"
+__all__ = ["SocketChecker", "add_options", "require_psutil"]
 
 SOCKET_HINT = (
     "close the socket, or the client that owns it (conn.close(), sock.close(), or a "
@@ -93,56 +82,6 @@ def require_psutil() -> Any:
     except ImportError:
         raise pytest.UsageError(f"--leak-check-sockets {PSUTIL_MISSING}") from None
     return psutil
-
-
-@dataclass(frozen=True)
-class SocketInfo:
-    """One TCP socket of a process, as psutil lists it."""
-
-    fd: int
-    family: str
-    state: str
-    local: str
-    remote: str | None
-    local_addr: tuple[str, int]
-    remote_addr: tuple[str, int] | None = None
-
-    @property
-    def key(self) -> tuple[int, str, str | None]:
-        return (self.fd, self.local, self.remote)
-
-    def line(self) -> str:
-        """``tcp 127.0.0.1:51514 -> 127.0.0.1:8080 ESTABLISHED``."""
-        return f"{self.family} {self.local} -> {self.remote or '-'} {self.state}"
-
-
-def format_address(addr: Any) -> str | None:
-    """``host:port``, ``[v6]:port``, or ``None`` for no address (a listening socket's peer)."""
-    if not addr:
-        return None
-    ip, port = addr[0], addr[1]
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def tcp_sockets(process: Any) -> list[SocketInfo]:
-    """The TCP sockets (IPv4 and IPv6) of a ``psutil.Process``."""
-    # psutil 6 renamed connections() to net_connections(); 5.9 only has the old name.
-    listing = getattr(process, "net_connections", None) or process.connections
-    out = []
-    for conn in listing(kind="tcp"):
-        local = format_address(conn.laddr) or "-"
-        out.append(
-            SocketInfo(
-                fd=conn.fd,
-                family="tcp6" if conn.family == socket.AF_INET6 else "tcp",
-                state=str(conn.status),
-                local=local,
-                remote=format_address(conn.raddr),
-                local_addr=(conn.laddr[0], conn.laddr[1]) if conn.laddr else ("", 0),
-                remote_addr=(conn.raddr[0], conn.raddr[1]) if conn.raddr else None,
-            )
-        )
-    return out
 
 
 def _served(sockets: Iterable[SocketInfo]) -> Callable[[SocketInfo], bool]:

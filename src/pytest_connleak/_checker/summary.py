@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ._health import usage_from_report
+from .health import usage_from_report
 
 __all__ = ["LEAK_PROPERTY", "PoolRow", "pool_rows", "write_pool_table", "write_summary"]
 

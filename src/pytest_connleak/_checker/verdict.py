@@ -1,7 +1,8 @@
-"""The pytest glue: options, marker, fixture, and the per-test verdict.
+"""The per-test verdict: who leased what, judged when the test or fixture scope ends.
 
 Flag, ini value, fixture and marker all end in :func:`should_check`, so they cannot
-disagree. Nothing is patched until checking is enabled for at least one test.
+disagree. Nothing is patched until checking is enabled for at least one test
+(:func:`activate`).
 """
 
 from __future__ import annotations
@@ -11,109 +12,27 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from . import _policy, _sockets
-from ._adapters import Instrumentation, acquire_instrumentation, release_instrumentation
-from ._fixtures_upstreams import _connleak_lb, lb_httpserver, load_balancer, response_shape  # noqa: F401
-from ._health import PoolHealth
-from ._ledger import Lease, ledger
-from ._policy import POLICY_KEY, allows_every_leak, configure_policy
-from ._report import ConnectionLeakError, format_leaks, leak_repr, lease_line
-from ._settings import DEFAULT_POOL_THRESHOLD, Settings, parse_allow_leaks, resolve_settings
-from ._sockets import SocketChecker, require_psutil
-from ._summary import write_summary
-from ._warnings import IncompatibleClientWarning
+from pytest_connleak._core.adapters import (
+    Instrumentation,
+    acquire_instrumentation,
+    release_instrumentation,
+)
+from pytest_connleak._core.ledger import Lease, ledger
+from pytest_connleak._core.report import ConnectionLeakError, format_leaks, lease_line
+from pytest_connleak._core.warnings import IncompatibleClientWarning
+
+from .health import PoolHealth
+from .longrepr import leak_repr
+from .policy import POLICY_KEY, allows_every_leak
+from .settings import Settings
+from .summary import write_summary
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 CHECKER_KEY = pytest.StashKey["LeakChecker"]()
-_REQUESTED_KEY = pytest.StashKey[bool]()
+REQUESTED_KEY = pytest.StashKey[bool]()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("connleak", "HTTP connection leak checks (pytest-connleak)")
-    group.addoption(
-        "--leak-check",
-        action="store_true",
-        dest="leak_check",
-        default=None,
-        help="fail every test that leaves an HTTP connection leased from a pool "
-        "(urllib3/requests, httpx, aiohttp). Ini: leak_check.",
-    )
-    group.addoption(
-        "--no-leak-check",
-        action="store_false",
-        dest="leak_check",
-        help="turn off the check for every test, overriding the leak_check ini value "
-        "(tests that request the leak_check fixture are still checked).",
-    )
-    parser.addini(
-        "leak_check",
-        type="string",
-        default="false",
-        help="check every test for leaked HTTP connections (true/false, default false).",
-    )
-    group.addoption(
-        "--leak-check-pool-threshold",
-        dest="leak_check_pool_threshold",
-        default=None,
-        metavar="SHARE",
-        help="warn (PoolHealthWarning) when a checked test drives a connection pool to this "
-        "share of its capacity, a number in (0, 1]. Ini: leak_check_pool_threshold.",
-    )
-    parser.addini(
-        "leak_check_pool_threshold",
-        type="string",
-        default=str(DEFAULT_POOL_THRESHOLD),
-        help="share of a pool's capacity, in (0, 1], at which a checked test gets a "
-        "PoolHealthWarning (default 0.75).",
-    )
-    _policy.add_options(parser, group)  # mode, ignore rules, baseline
-    _sockets.add_options(parser)  # --leak-check-sockets
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "allow_leaks(reason=..., origins=[...], sites=[...]): do not fail this test "
-        "(function, class or module) for HTTP connections it leaves leased, or only for those "
-        "of these pool origins or lease sites; they are still counted in the summary.",
-    )
-    settings = resolve_settings(config)
-    config.stash[SETTINGS_KEY] = settings
-    config.stash[POLICY_KEY] = configure_policy(config)
-    if settings.check_all and not _is_xdist_controller(config):
-        activate(config)
-    if settings.check_sockets:
-        psutil = require_psutil()
-        if not _is_xdist_controller(config):
-            # The pool instrumentation is what tells a pool's keep-alive from a leak.
-            activate(config)
-        # After the pool checker, so that its teardown wrapper is the outer one.
-        config.pluginmanager.register(SocketChecker(psutil), "connleak-sockets")
-
-
-def pytest_report_header(config: pytest.Config) -> str | None:
-    settings = config.stash.get(SETTINGS_KEY, None)
-    checker = config.stash.get(CHECKER_KEY, None)
-    if settings is None or not settings.check_all:
-        return None
-    tracked = ", ".join(checker.tracked()) if checker else "in the workers"
-    return f"connleak: checking every test for leaked HTTP connections (tracking {tracked})"
-
-
-def pytest_collection_modifyitems(
-    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
-) -> None:
-    uses_fixture = False
-    for item in items:
-        for marker in item.iter_markers("allow_leaks"):
-            parse_allow_leaks(marker, item.nodeid)
-        if "leak_check" in getattr(item, "fixturenames", ()):
-            uses_fixture = True
-    if uses_fixture and not _is_xdist_controller(config):
-        activate(config)
-
-
-def _is_xdist_controller(config: pytest.Config) -> bool:
+def is_xdist_controller(config: pytest.Config) -> bool:
     # The controller runs no test; patching it would only cost start-up time.
     return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
 
@@ -157,7 +76,7 @@ def is_watched(item: pytest.Item) -> bool:
     return (
         settings.check_all
         or "leak_check" in item.fixturenames
-        or item.stash.get(_REQUESTED_KEY, False)
+        or item.stash.get(REQUESTED_KEY, False)
     )
 
 
@@ -324,13 +243,6 @@ class LeakChecker:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    # On an xdist controller no checker is registered; the reports still carry the leaks.
-    if terminalreporter.config.stash.get(CHECKER_KEY, None) is None:
-        write_summary(terminalreporter)
-
-
 class LeakCheck:
     """What the ``leak_check`` fixture returns: the current test's open leases.
 
@@ -355,17 +267,3 @@ class LeakCheck:
             raise ConnectionLeakError(
                 self._checker.report(leases, name, "still leased at assert_no_leaks()"), leases
             )
-
-
-@pytest.fixture
-def leak_check(request: pytest.FixtureRequest) -> LeakCheck:
-    """Fail this test if it leaves an HTTP connection leased, even without --leak-check.
-
-    Returns a :class:`pytest_connleak.LeakCheck` with ``leased()`` and
-    ``assert_no_leaks()``. Make it autouse in a conftest.py to check a whole directory.
-    """
-    checker = activate(request.config)
-    request.node.stash[_REQUESTED_KEY] = True
-    if ledger.owner is None:  # requested late, through getfixturevalue()
-        ledger.owner = request.node.nodeid
-    return LeakCheck(checker, request.node)

@@ -21,9 +21,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ._adapters import Adapter, Incompatible, Patcher, expect_signature
-from ._ledger import Lease, Ledger, PoolRecord
-from ._origins import OriginPools, format_origin
+from pytest_connleak._core.adapters import Adapter, Incompatible, Patcher, expect_signature
+from pytest_connleak._core.ledger import Lease, Ledger, PoolRecord
+from pytest_connleak._core.origins import OriginPools, format_origin
 
 __all__ = ["AiohttpAdapter"]
 

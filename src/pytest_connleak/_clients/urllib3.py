@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._adapters import Adapter, Patcher, expect_signature
-from ._ledger import Lease, Ledger
-from ._origins import format_origin
+from pytest_connleak._core.adapters import Adapter, Patcher, expect_signature
+from pytest_connleak._core.ledger import Lease, Ledger
+from pytest_connleak._core.origins import format_origin
 
 REQUESTS_HINT = (
     "close the response (response.close(), or use it as a context manager) or read its body"

@@ -19,8 +19,8 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
 
-from ._ledger import Lease, Ledger, ledger
-from ._warnings import IncompatibleClientWarning
+from .ledger import Lease, Ledger, ledger
+from .warnings import IncompatibleClientWarning
 
 __all__ = [
     "ADAPTERS",
@@ -34,9 +34,9 @@ __all__ = [
 ]
 
 ADAPTERS: tuple[str, ...] = (
-    "pytest_connleak._urllib3:Urllib3Adapter",
-    "pytest_connleak._httpcore:HttpcoreAdapter",
-    "pytest_connleak._aiohttp:AiohttpAdapter",
+    "pytest_connleak._clients.urllib3:Urllib3Adapter",
+    "pytest_connleak._clients.httpcore:HttpcoreAdapter",
+    "pytest_connleak._clients.aiohttp:AiohttpAdapter",
 )
 """``module:Class`` of every adapter, in install order."""
 

@@ -567,7 +567,8 @@ class Ledger:
 
 
 _BOUNDARY = "<runner>"
-_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# The whole package, not just _core/: no frame of ours is ever a lease site.
+_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _STDLIB_DIR = os.path.dirname(os.path.abspath(os.__file__)) + os.sep
 _GLUE_PREFIXES = tuple(_STDLIB_DIR + name for name in _STDLIB_GLUE)
 

@@ -12,7 +12,7 @@ import threading
 import weakref
 from collections.abc import Callable
 
-from ._ledger import Lease, Ledger, PoolRecord
+from .ledger import Lease, Ledger, PoolRecord
 
 __all__ = ["OriginPools", "format_origin"]
 

@@ -14,7 +14,7 @@ from asyncio.trsock import TransportSocket
 from collections.abc import Iterator
 from typing import Any
 
-from ._ledger import Ledger, PoolRecord
+from .ledger import Ledger, PoolRecord
 
 __all__ = ["idle_connections", "live_pools", "socket_fd"]
 

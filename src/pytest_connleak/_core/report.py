@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
-from ._ledger import Lease
+from .ledger import Lease
 
-if TYPE_CHECKING:
-    from _pytest._code.code import TerminalRepr
-
-__all__ = ["ConnectionLeakError", "format_leaks", "lease_line", "leak_repr"]
+__all__ = ["ConnectionLeakError", "format_leaks", "lease_line"]
 
 
 class ConnectionLeakError(AssertionError):
@@ -59,38 +55,3 @@ def format_leaks(
             out.append(f"  {line} (×{count})" if count > 1 else f"  {line}")
         out.append(f"  {hint}")
     return "\n".join(out)
-
-
-def leak_repr(
-    error: ConnectionLeakError,
-    relative_to: str | None = None,
-    fallback: tuple[str, int] = ("<connleak>", 0),
-) -> TerminalRepr | str:
-    """A pytest report body for *error*: the message, then the first lease site.
-
-    *fallback* (path, line) is the location shown when no lease is attached (a leak of
-    plain sockets); the plugin passes the test's own location.
-
-    It reads like any pytest failure (``E`` lines, then ``path:line: ConnectionLeakError``)
-    and survives pytest-xdist's serialisation; the short summary shows the headline.
-    """
-    text = f"ConnectionLeakError: {error}"
-    lines = [f"E   {line}" for line in text.splitlines()]
-    try:
-        from _pytest._code.code import (
-            ReprEntry,
-            ReprExceptionInfo,
-            ReprFileLocation,
-            ReprTraceback,
-        )
-
-        site = error.leases[0].site if error.leases else None
-        path, lineno = (site.path(relative_to), site.lineno) if site else fallback
-        location = ReprFileLocation(path, lineno, "ConnectionLeakError")
-        entry = ReprEntry(lines, None, None, location, "long")
-        return ReprExceptionInfo(
-            reprtraceback=ReprTraceback([entry], None, "long"),
-            reprcrash=ReprFileLocation(path, lineno, text.splitlines()[0]),
-        )
-    except Exception:  # a pytest whose report classes changed: plain text still reads well
-        return "\n".join(lines)

@@ -21,11 +21,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 # They live in _adapters so that the plugin can use them without importing this module.
-from ._adapters import SHARED_INSTRUMENTATION as _instrumentation
-from ._adapters import acquire_instrumentation, release_instrumentation
-from ._ledger import Lease, ledger
-from ._pools import idle_connections, live_pools
-from ._report import ConnectionLeakError, format_leaks
+from pytest_connleak._core.adapters import SHARED_INSTRUMENTATION as _instrumentation
+from pytest_connleak._core.adapters import acquire_instrumentation, release_instrumentation
+from pytest_connleak._core.ledger import Lease, ledger
+from pytest_connleak._core.pools import idle_connections, live_pools
+from pytest_connleak._core.report import ConnectionLeakError, format_leaks
 
 __all__ = ["LeakCheckMixin", "no_leaks", "pool_stats", "track"]
 

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import IO, Any
 
-from ._sockets import PSUTIL_MISSING, SocketInfo, tcp_sockets
+from pytest_connleak._core.sockets import PSUTIL_MISSING, SocketInfo, tcp_sockets
 
 __all__ = ["Snapshot", "build_parser", "main"]
 

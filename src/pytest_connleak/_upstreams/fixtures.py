@@ -15,8 +15,8 @@ import pytest
 if TYPE_CHECKING:
     from pytest_httpserver import HTTPServer
 
-    from ._proxy import ReverseProxy
-    from ._shapes import ResponseShape
+    from .proxy import ReverseProxy
+    from .shapes import ResponseShape
 
 __all__ = ["lb_httpserver", "load_balancer", "response_shape"]
 
@@ -66,7 +66,7 @@ def response_shape(request: pytest.FixtureRequest) -> ResponseShape:
     ``lb_httpserver.expect_request(...).respond_with_handler(response_shape)`` (or
     ``.handler``). ``response_shape.with_status(403)`` answers 403 in that shape.
     """
-    from ._shapes import RESPONSE_SHAPES
+    from .shapes import RESPONSE_SHAPES
 
     shape: ResponseShape = RESPONSE_SHAPES[request.param]
     return shape
@@ -87,7 +87,7 @@ def load_balancer() -> Iterator[Callable[..., str]]:
     concurrently. Every proxy started is stopped at the end of the test, its threads
     joined and its sockets closed.
     """
-    from ._proxy import ReverseProxy
+    from .proxy import ReverseProxy
 
     proxies: list[ReverseProxy] = []
 

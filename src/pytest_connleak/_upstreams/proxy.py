@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._error_pages import check_style, error_page
+from .error_pages import check_style, error_page
 
 __all__ = ["ReverseProxy"]
 

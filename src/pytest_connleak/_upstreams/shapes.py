@@ -18,7 +18,7 @@ from types import MappingProxyType
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request, Response
 
-from ._error_pages import error_page
+from .error_pages import error_page
 
 __all__ = ["RESPONSE_SHAPES", "ResponseShape"]
 
