@@ -12,6 +12,7 @@ import importlib.util
 import os
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, replace
@@ -176,6 +177,7 @@ class Lease:
         "owner",
         "pool",
         "site",
+        "started",
         "state",
         "thread_name",
     )
@@ -192,6 +194,8 @@ class Lease:
         self.site = site
         self.owner = owner
         self.thread_name = thread_name
+        #: When the slot was taken, in :func:`time.monotonic` seconds (the leak alarm's age).
+        self.started = time.monotonic()
         #: ``"leased"``, or what an adapter saw happen to it since (``"closed"``).
         self.state = "leased"
         # A weak reference only: holding the connection would keep its socket open and
@@ -290,6 +294,8 @@ class Ledger:
         self._touched: dict[int, PoolRecord] = {}
         self._retired: dict[tuple[str, str, int | None, bool], PoolUsage] = {}
         self._dead: list[PoolRecord] = []
+        # What dead pools did over their whole life (retired_usage), whatever the windows.
+        self._gone: dict[tuple[str, str, int | None, bool], PoolUsage] = {}
         # The current thread's name, cached: current_thread().name costs more than a lease.
         self._thread = threading.local()
         self._frame_cache: dict[str, str | None] = {}
@@ -464,9 +470,12 @@ class Ledger:
         dead = self._dead
         while dead:
             rec = dead.pop()
+            key = (rec.client, rec.origin, rec.capacity, rec.block)
+            life = PoolUsage(*key, rec.total_leases, rec.high_water, rec.waits)
+            gone = self._gone.get(key)
+            self._gone[key] = gone.merge(life) if gone is not None else life
             if self._touched.pop(id(rec), None) is rec:
                 usage = rec.usage()
-                key = (rec.client, rec.origin, rec.capacity, rec.block)
                 old = self._retired.get(key)
                 self._retired[key] = old.merge(usage) if old is not None else usage
         if len(self._all_pools) > self._prune_at:
@@ -557,6 +566,17 @@ class Ledger:
             alive = [rec for ref in self._all_pools if (rec := ref()) is not None]
             self._all_pools = [weakref.ref(rec) for rec in alive]
         return alive
+
+    def retired_usage(self) -> list[PoolUsage]:
+        """What the pools that died did over their whole life, usage windows aside.
+
+        One entry per origin, capacity and blocking mode: ``leases`` and ``waits`` add up,
+        ``peak`` is the largest high-water mark. Bounded by the origins a process talks to,
+        however many pools come and go; the Prometheus collector's counters start here.
+        """
+        with self._lock:
+            self._reap()
+            return list(self._gone.values())
 
     def size(self) -> int:
         """How many objects the ledger holds: open leases, pool records, usage entries."""
