@@ -20,6 +20,7 @@ from ._core.warnings import (
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._runtime.alarm import LeakAlarm
     from ._runtime.api import LeakCheckMixin, no_leaks, pool_stats, track
     from ._upstreams.error_pages import error_page
     from ._upstreams.shapes import RESPONSE_SHAPES, ResponseShape
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 # Imported on first use: pytest imports this package in every run, and most runs need
 # neither the plain-Python API nor the mock upstreams (werkzeug pages and shapes).
 _LAZY = {
+    "LeakAlarm": "._runtime.alarm",
     "LeakCheckMixin": "._runtime.api",
     "no_leaks": "._runtime.api",
     "pool_stats": "._runtime.api",
@@ -58,6 +60,7 @@ __all__ = [
     "ConnleakWarning",
     "IncompatibleClientWarning",
     "Lease",
+    "LeakAlarm",
     "LeakCheck",
     "LeakCheckMixin",
     "LeakWarning",
