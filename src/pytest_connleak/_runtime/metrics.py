@@ -133,7 +133,7 @@ class PoolCollector:
                     families[name].add_metric(labels, shown)
         return list(families.values())
 
-    def _families(self) -> Iterator[Metric]:
+    def _families(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         for name, kind, text in METRICS:
             if kind == "counter":
                 yield CounterMetricFamily(name, text, labels=LABELS)
