@@ -161,6 +161,22 @@ def test_leaks_the_alarm_reported_are_counted(registry: CollectorRegistry, origi
     assert samples(registry, origin)["connleak_pool_leaks_total"] == 1
 
 
+def test_the_documented_alert_rules_use_exposed_metrics() -> None:
+    page = (ROOT / "docs" / "how-to" / "production.md").read_text()
+    rules = page.split("```yaml", 1)[1].split("```", 1)[0]
+    used = set(re.findall(r"\bconnleak_\w+", rules))
+    assert {"connleak_pool_leased", "connleak_pool_capacity", "connleak_pool_leaks_total"} <= used
+    assert used <= {name for name, _, _ in METRICS}
+
+
+def test_the_how_to_shows_the_line_the_example_leases_at() -> None:
+    page = (ROOT / "docs" / "how-to" / "production.md").read_text()
+    service = (ROOT / "examples" / "production_service" / "service.py").read_text()
+    send = next(i for i, line in enumerate(service.splitlines(), 1) if "client.send(" in line)
+    shown = set(re.findall(r"at service\.py:(\d+) in fetch_profile", page))
+    assert shown == {str(send)}
+
+
 def test_registering_twice_is_refused_by_prometheus_client() -> None:
     registry = CollectorRegistry()
     registry.register(PoolCollector())

@@ -36,6 +36,7 @@ client = httpx.Client(
 )
 
 
+# --8<-- [start:fetch]
 def fetch_profile(user: str) -> dict[str, Any] | None:
     """The user's profile, or None when the profile API refuses (403)."""
     response = client.send(client.build_request("GET", f"/profiles/{user}"), stream=True)
@@ -46,6 +47,7 @@ def fetch_profile(user: str) -> dict[str, Any] | None:
         return dict(response.json())
     finally:
         response.close()
+    # --8<-- [end:fetch]
 
 
 metrics = make_wsgi_app(REGISTRY)
