@@ -7,6 +7,7 @@ a short threshold and waits, with a deadline, for the line it logs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
@@ -15,6 +16,7 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
 import requests
@@ -386,3 +388,23 @@ def test_track_without_thresholds_starts_no_thread() -> None:
         assert tracking.check() == []
     assert pytest_connleak.track.__module__ == "pytest_connleak"
     assert LeakAlarm.__module__ == "pytest_connleak"
+
+
+def test_the_alarm_with_aiohttp(tracking: track, clock: Clock, base_url: str) -> None:
+    dog, _ = watchdog(clock)
+
+    async def leak_then_release() -> tuple[list[LeakAlarm], list[LeakAlarm]]:
+        async with aiohttp.ClientSession() as session:
+            # 1 MiB: aiohttp does not release it by itself before it is read.
+            response = await session.get(base_url + "/big")  # lease: aiohttp
+            clock.ahead = 31
+            found = mine(dog.check(), "leak_then_release")
+            response.release()
+            clock.ahead = 32
+            return found, mine(dog.check(), "leak_then_release")
+
+    (leaked,), (returned,) = asyncio.run(leak_then_release())
+    assert (leaked.client, leaked.origin) == ("aiohttp", base_url)
+    assert leaked.site.lineno == line_of("# lease: aiohttp")
+    assert returned.event == "returned"
+    assert returned.message.startswith("previously reported connection returned after 32.")

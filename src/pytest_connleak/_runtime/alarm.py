@@ -168,8 +168,18 @@ class Watchdog:
     def start(self) -> None:
         """Start the checker thread (a daemon: it never keeps a process from exiting)."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="connleak-alarm", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._run, name="connleak-alarm", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # "can't start new thread": the service starts anyway
+                self._log(
+                    logging.ERROR,
+                    "pytest-connleak: the leak alarm's thread could not start; "
+                    "call track().check() to run the checks",
+                    exc_info=True,
+                )
+                return
+            self._thread = thread
 
     def stop(self) -> None:
         """Stop the checker thread and wait for it (at most one check's time)."""
