@@ -408,3 +408,31 @@ def test_the_alarm_with_aiohttp(tracking: track, clock: Clock, base_url: str) ->
     assert leaked.site.lineno == line_of("# lease: aiohttp")
     assert returned.event == "returned"
     assert returned.message.startswith("previously reported connection returned after 32.")
+
+
+def test_stop_from_the_callback_ends_the_thread(tracking: track, keepalive_url: str) -> None:
+    # The tracking fixture keeps the clients patched after this tracker stops, so that the
+    # release below is seen and no lease of this test outlives it.
+    stopped = threading.Event()
+
+    def on_leak(event: LeakAlarm) -> None:
+        tracker.stop()  # on the checker thread itself: must not wait for itself
+        stopped.set()
+
+    with urllib3.PoolManager(maxsize=1) as pm:
+        tracker = track(leak_threshold=0.05, pool_threshold=None, logger=LOGGER, on_leak=on_leak)
+        held = pm.request("GET", keepalive_url + "/ok", preload_content=False)
+        assert stopped.wait(timeout=10)
+        assert tracker._watchdog is not None
+        thread = tracker._watchdog._thread
+        assert thread is not None
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        assert tracker.check() == []  # stopped: nothing runs any more
+        held.read()
+        held.release_conn()
+    assert [
+        lease
+        for lease in ledger.open_leases()
+        if lease.site.function == "test_stop_from_the_callback_ends_the_thread"
+    ] == []
