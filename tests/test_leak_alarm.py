@@ -8,6 +8,7 @@ a short threshold and waits, with a deadline, for the line it logs.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 import threading
@@ -195,6 +196,8 @@ def test_the_pool_alert_uses_the_test_runs_threshold_and_is_rate_limited(
     tracking: track, clock: Clock, keepalive_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert alarm_module.DEFAULT_POOL_THRESHOLD == DEFAULT_POOL_THRESHOLD == 0.75
+    default = inspect.signature(track).parameters["pool_threshold"].default
+    assert default == DEFAULT_POOL_THRESHOLD
     caplog.set_level(logging.WARNING, LOGGER)
     dog, _ = watchdog(clock, leak_threshold=None, pool_threshold=DEFAULT_POOL_THRESHOLD)
     expected = (
