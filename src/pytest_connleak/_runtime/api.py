@@ -247,7 +247,7 @@ class track:  # lower case: called like a function, like no_leaks
         on_leak: called with a :class:`LeakAlarm` for every alarm event, on the checker
             thread. An exception it raises is logged once and otherwise ignored.
         check_interval: seconds between checks; defaults to a quarter of *leak_threshold*,
-            at most 1.
+            at least 0.1 and at most 1.
         pool_alert_every: seconds between two pool warnings for the same origin while it
             stays above *pool_threshold* (default 300).
 
