@@ -56,6 +56,9 @@ MIN_CHECK_INTERVAL = 0.1
 """...but not more often than this unless told to: each wake-up takes the GIL from the
 service's threads, and a hundred a second cost a few percent (benchmarks/track_alarm.py)."""
 
+STOP_TIMEOUT = 10.0
+"""The longest :meth:`Watchdog.stop` waits for a check in progress (a slow callback)."""
+
 EXTRA_KEY = "connleak_alarm"
 """The :class:`LeakAlarm` rides on the log record as ``record.connleak_alarm``."""
 
@@ -186,11 +189,13 @@ class Watchdog:
             self._thread = thread
 
     def stop(self) -> None:
-        """Stop the checker thread and wait for it (at most one check's time)."""
+        """Stop the checker thread and wait for it to end its check (at most 10 s)."""
         self._stopping.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            # Bounded: a callback of the service's that hangs must not hang its shutdown;
+            # the thread is a daemon and ends after that callback returns.
+            thread.join(timeout=STOP_TIMEOUT)
 
     def _run(self) -> None:
         while not self._stopping.wait(self.check_interval):
