@@ -1,4 +1,4 @@
-"""httpcore, and so httpx, sync and async: a lease is a response the pool handed out.
+"""httpcore and httpcore2 (httpx, httpx2), sync and async: a lease is a response handed out.
 
 ``ConnectionPool.handle_request`` (``AsyncConnectionPool.handle_async_request``) returns a
 response whose stream is a ``PoolByteStream`` (``ConnectionPoolByteStream`` before
@@ -11,10 +11,15 @@ client is closed, so the lease stays open too.
 One httpcore pool serves every origin; records are kept per (pool, origin) so that a
 report names the origin the user asked for. httpx's ``MockTransport`` (respx,
 pytest-httpx) never reaches a pool and is never seen here.
+
+httpcore2 (under httpx2, which the OpenAI and Anthropic SDKs use) keeps httpcore's pool,
+stream and method names; one adapter class serves both, parameterised by the package name,
+and each checks the internals of its own package (so a difference skips only that one).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 import weakref
@@ -25,7 +30,7 @@ from pytest_connleak._core.adapters import Adapter, Incompatible, Patcher, expec
 from pytest_connleak._core.ledger import Lease, Ledger, PoolRecord
 from pytest_connleak._core.origins import OriginPools, format_origin
 
-__all__ = ["HttpcoreAdapter"]
+__all__ = ["Httpcore2Adapter", "HttpcoreAdapter"]
 
 SYNC_HINT = (
     "close the response (response.close(), or use `with client.stream(...)`) or read its body"
@@ -88,8 +93,8 @@ class HttpcoreAdapter(Adapter):
         return hint
 
     def patch(self, ledger: Ledger, patcher: Patcher) -> None:
-        from httpcore._async import connection_pool as async_mod
-        from httpcore._sync import connection_pool as sync_mod
+        async_mod = importlib.import_module(f"{self.module}._async.connection_pool")
+        sync_mod = importlib.import_module(f"{self.module}._sync.connection_pool")
 
         sync_pool = sync_mod.ConnectionPool
         async_pool = async_mod.AsyncConnectionPool
@@ -195,3 +200,10 @@ class HttpcoreAdapter(Adapter):
         patcher.wrap(async_stream, "aclose", make_aclose)
         patcher.wrap(sync_pool, "close", make_pool_close)
         patcher.wrap(async_pool, "aclose", make_pool_aclose)
+
+
+class Httpcore2Adapter(HttpcoreAdapter):
+    """Tracks httpcore2's pools (httpx2's transports): httpcore's internals, renamed package."""
+
+    name = "httpcore2"
+    module = "httpcore2"

@@ -36,13 +36,24 @@ __all__ = [
 ADAPTERS: tuple[str, ...] = (
     "pytest_connleak._clients.urllib3:Urllib3Adapter",
     "pytest_connleak._clients.httpcore:HttpcoreAdapter",
+    "pytest_connleak._clients.httpcore:Httpcore2Adapter",
     "pytest_connleak._clients.aiohttp:AiohttpAdapter",
 )
 """``module:Class`` of every adapter, in install order."""
 
 # Packages whose frames are never a lease site, whether or not we patch them: a user
 # calling requests must be pointed at their line, not at requests' internals.
-HTTP_LIBRARIES = ("urllib3", "requests", "httpx", "httpcore", "aiohttp", "anyio", "trio")
+HTTP_LIBRARIES = (
+    "urllib3",
+    "requests",
+    "httpx",
+    "httpcore",
+    "httpx2",
+    "httpcore2",
+    "aiohttp",
+    "anyio",
+    "trio",
+)
 # Reaching these while looking for the lease site means no user frame asked for it.
 TEST_RUNNERS = ("_pytest", "pluggy", "pytest_asyncio")
 
