@@ -107,9 +107,14 @@ class HttpcoreAdapter(Adapter):
 
         sync_pools = OriginPools(ledger, self.name)
         async_pools = self._async_pools = OriginPools(ledger, self.name)
-        # The open lease of each response stream; weak, so a dropped response is not kept
-        # alive by us (its lease stays open in the ledger: the pool still counts it).
-        leases: weakref.WeakKeyDictionary[object, Lease] = weakref.WeakKeyDictionary()
+        # The open lease of each response stream, by id(stream), with a weak reference to
+        # the stream: a dropped response is not kept alive by us (its lease stays open in
+        # the ledger: the pool still counts it). Not a WeakKeyDictionary: the cyclic GC
+        # clears weak references before it runs finalizers, and a stream in a cycle (an
+        # SDK's stream object and its generator) is closed by such a finalizer, after its
+        # entry would be gone. An entry whose stream died unclosed stays until its id is
+        # reused by a new stream, which replaces it.
+        leases: dict[int, tuple[weakref.ref[Any], Lease]] = {}
         lock = threading.Lock()
 
         def record(pools: OriginPools, pool: Any, args: Any, kwargs: Any) -> PoolRecord:
@@ -126,13 +131,17 @@ class HttpcoreAdapter(Adapter):
                 lease = ledger.lease(rec, None)
                 lease.hold(stream)
                 with lock:
-                    leases[stream] = lease
+                    leases[id(stream)] = (weakref.ref(stream), lease)
 
         def give_back(stream: Any) -> None:
             with lock:
-                lease = leases.pop(stream, None)
-            if lease is not None:
-                ledger.release_lease(lease)
+                entry = leases.pop(id(stream), None)
+            if entry is not None:
+                ref, lease = entry
+                # None: the stream is being finalized by the cyclic GC (ids are unique
+                # among live objects, and it is alive: it is closing).
+                if ref() is stream or ref() is None:
+                    ledger.release_lease(lease)
 
         def mark_closed(pools: OriginPools, pool: Any) -> None:
             # httpcore's close() drops the connections but not the requests of responses
