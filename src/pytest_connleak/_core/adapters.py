@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from .ledger import Lease, Ledger, ledger
+from .sdks import SDK_PACKAGES, sdk_hint
 from .warnings import IncompatibleClientWarning
 
 __all__ = [
@@ -233,7 +234,7 @@ class Instrumentation:
             if self.active:
                 return []
             self.active = True
-            self.ledger.add_library(*HTTP_LIBRARIES)
+            self.ledger.add_library(*HTTP_LIBRARIES, *SDK_PACKAGES)
             self.ledger.add_boundary(*TEST_RUNNERS)
             problems = []
             for adapter in load_adapters():
@@ -317,7 +318,10 @@ class Instrumentation:
             self.active = False
 
     def advise(self, lease: Lease) -> str:
-        """The fix to suggest for *lease*, from the adapter that recorded it."""
+        """The fix for *lease*: the SDK's when it came through one, else its adapter's."""
+        hint = sdk_hint(lease)
+        if hint is not None:
+            return hint
         for adapter in self.installed:
             if adapter.name == lease.client:
                 return adapter.advise(lease)

@@ -314,6 +314,14 @@ class Ledger:
             self._frame_cache.clear()
             self._sites.clear()
 
+    def remove_library(self, *module_names: str) -> None:
+        """Forget packages given to :meth:`add_library` (a run's own list, at its end)."""
+        with self._lock:
+            for prefix in _library_dirs(module_names):
+                self._library_prefixes.pop(prefix, None)
+            self._frame_cache.clear()
+            self._sites.clear()
+
     # -- the request path ----------------------------------------------------------
 
     def known_record(self, pool: object) -> PoolRecord | None:
