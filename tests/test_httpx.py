@@ -598,6 +598,41 @@ def test_dropped_response_stays_leased_after_gc(instrumented: Ledger, base_url: 
         assert "Requests: 1 active" in repr(client._transport._pool)
 
 
+class _CyclicStream:
+    """An SDK's stream object: it and the generator reading it form a reference cycle."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.iterator = self._read()
+
+    def _read(self) -> Iterator[bytes]:
+        try:
+            yield from self.response.iter_bytes()
+        finally:
+            self.response.close()  # run by the generator's finalizer, inside the cyclic GC
+
+
+def test_stream_closed_by_a_cycle_finalizer_gives_its_lease_back(
+    instrumented: Ledger, base_url: str, flavour: Flavour
+) -> None:
+    client_module = importlib.import_module(flavour.package)
+    with client_module.Client() as client:
+        request = client.build_request("GET", base_url + "/big")
+        stream = _CyclicStream(client.send(request, stream=True))
+        next(stream.iterator)
+        gc.disable()  # so that the collection happens where this test says
+        try:
+            del stream
+            assert len(instrumented.open_leases()) == 1
+            # The GC clears weak references before finalizers run: the lease must still
+            # be found when the finalizer closes the stream.
+            gc.collect()
+            assert instrumented.open_leases() == []
+            assert "Requests: 0 active" in repr(client._transport._pool)
+        finally:
+            gc.enable()
+
+
 def test_threads_share_a_client_without_losing_count(instrumented: Ledger, base_url: str) -> None:
     errors: list[BaseException] = []
     kept: list[httpx.Response] = []
