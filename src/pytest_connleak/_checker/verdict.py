@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from pytest_connleak._core.adapters import (
+    HTTP_LIBRARIES,
     Instrumentation,
     acquire_instrumentation,
     release_instrumentation,
@@ -131,7 +132,8 @@ class LeakChecker:
         return tracked or ["nothing"]
 
     def close(self) -> None:
-        own = set(self.settings.library_packages) - set(SDK_PACKAGES)
+        # Only the run's own: the built-in lists stay for no_leaks() and later runs.
+        own = set(self.settings.library_packages) - {*SDK_PACKAGES, *HTTP_LIBRARIES}
         ledger.remove_library(*own)
         release_instrumentation()
         ledger.owner = None
