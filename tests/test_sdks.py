@@ -21,9 +21,13 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 HEADLINE = "E   ConnectionLeakError: 1 connection leaked by {name} (still leased at teardown)"
 SITE = "E     http://127.0.0.1:* — leased at {where}"
+DROPPED = (
+    "E     the response was dropped without being closed; garbage collection closed its "
+    "socket, but the pool never got the connection back; "
+)
 BOTO_HINT = (
-    "E     read the streaming Body to the end (response['Body'].read(), or iterate it); "
-    "an S3 object whose Body is neither read nor closed keeps its connection"
+    f"{DROPPED}read the Body to the end (response['Body'].read()), or close it "
+    "(response['Body'].close(), or `with response['Body']:`)"
 )
 KNOWN_BOTO = (
     "(known SDK behaviour: botocore's StreamingBody.close() closes the socket without "
@@ -34,7 +38,7 @@ OPENAI_HINT = (
     "`with client.chat.completions.create(..., stream=True) as stream:`)"
 )
 DOCKER_HINT = (
-    "E     consume the generator that stream=True returned to its end (docker's "
+    f"{DROPPED}consume the generator that stream=True returned to its end (docker's "
     "documentation asks for it), or do not stream"
 )
 

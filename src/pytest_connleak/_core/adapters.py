@@ -318,14 +318,20 @@ class Instrumentation:
             self.active = False
 
     def advise(self, lease: Lease) -> str:
-        """The fix for *lease*: the SDK's when it came through one, else its adapter's."""
-        hint = sdk_hint(lease)
-        if hint is not None:
-            return hint
+        """The fix for *lease*: its adapter's, with the SDK's fix when it came through one."""
+        advice = Adapter.hint
         for adapter in self.installed:
             if adapter.name == lease.client:
-                return adapter.advise(lease)
-        return Adapter.hint
+                advice = adapter.advise(lease)
+                break
+        fix = sdk_hint(lease)
+        if fix is None:
+            return advice
+        # An adapter's advice reads "what happened; how to fix it": keep what happened
+        # (the client was closed, garbage collection closed the socket), the SDK's fix
+        # replaces the HTTP client's, which the user never called.
+        happened = advice.rpartition("; ")[0]
+        return f"{happened}; {fix}" if happened else fix
 
 
 # The process-wide instrumentation, shared by the plugin and the plain-Python API

@@ -41,8 +41,8 @@ SDK_PACKAGES = (
 """Packages whose frames are never a lease site, built in; the ini adds the user's own."""
 
 _BOTO_HINT = (
-    "read the streaming Body to the end (response['Body'].read(), or iterate it); "
-    "an S3 object whose Body is neither read nor closed keeps its connection"
+    "read the Body to the end (response['Body'].read()), or close it "
+    "(response['Body'].close(), or `with response['Body']:`)"
 )
 _OPENAI_HINT = (
     "iterate the stream to the end, or close it (stream.close(), or "
