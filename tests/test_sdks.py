@@ -94,17 +94,33 @@ def test_boto3_body_dropped_after_a_partial_read_is_a_leak(pytester: pytest.Pyte
     example(pytester, "sdk_boto3")
     pytester.makepyfile(
         test_partial="""
+        import boto3
+
         def test_partial(s3):
             body = s3.get_object(Bucket="reports", Key="2026/q3.csv")["Body"]
             assert body.read(6) == b"region"
+
+        def test_resource_api(s3_endpoint):
+            s3 = boto3.resource("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                                aws_access_key_id="testing", aws_secret_access_key="testing")
+            assert s3.Object("reports", "2026/q3.csv").get()["ContentLength"] == 29
+
+        def test_resource_api_read(s3_endpoint):
+            s3 = boto3.resource("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                                aws_access_key_id="testing", aws_secret_access_key="testing")
+            assert s3.Object("reports", "2026/q3.csv").get()["Body"].read().startswith(b"region")
         """
     )
     result = run(pytester, "test_partial.py")
-    result.assert_outcomes(passed=1, errors=1)
+    result.assert_outcomes(passed=3, errors=2)
     result.stdout.fnmatch_lines(
         [
             HEADLINE.format(name="test_partial"),
-            SITE.format(where="test_partial.py:2 in test_partial"),
+            SITE.format(where="test_partial.py:4 in test_partial"),
+            BOTO_HINT,
+            # boto3's resource layer is library code too: the site is still the user's.
+            HEADLINE.format(name="test_resource_api"),
+            SITE.format(where="test_partial.py:10 in test_resource_api"),
             BOTO_HINT,
         ]
     )
