@@ -80,40 +80,75 @@ class AiohttpAdapter(Adapter):
         expect_signature(cls, "_release_acquired", ("self", "key", "proto"))
         _expect_leading(cls, "_release", ("self", "key", "protocol"))
         _expect_leading(cls, "_close", ("self",))
+        if "_wait_for_available_connection" in cls.__dict__:
+            _expect_leading(cls, "_wait_for_available_connection", ("self", "key"))
         if not inspect.iscoroutinefunction(cls.__dict__["connect"]):
             raise Incompatible(f"{cls.__module__}.{cls.__qualname__}.connect is not async")
 
         pools = OriginPools(ledger, self.name)
+        name = self.name
+        failed = ledger.internal_error
+        # aiohttp 3.10+ waits for a free slot in one method of its own, which runs only
+        # when a request really has to wait: the request path then pays nothing for it.
+        waits_apart = "_wait_for_available_connection" in cls.__dict__
 
         def record(connector: Any, key: Any) -> PoolRecord:
-            return pools.get(connector, origin_of(key), lambda: _capacity(connector))
+            origin_key = (key.host, key.port, key.is_ssl)
+            return pools.get(
+                connector, origin_key, lambda: origin_of(key), lambda: _capacity(connector)
+            )
+
+        def note_wait(connector: Any, key: Any) -> None:
+            try:
+                ledger.note_wait(record(connector, key))
+            except Exception as exc:
+                failed(name, "counting a wait for a connection", exc)
 
         def give_back(connector: Any, key: Any, proto: Any) -> None:
             # find(), not get(): the placeholders and connections released here before we
             # saw them leased need no record.
-            rec = pools.find(connector, origin_of(key))
-            if rec is not None:
-                ledger.release(rec, proto)
+            try:
+                rec = pools.find(connector, (key.host, key.port, key.is_ssl))
+                if rec is not None:
+                    ledger.release(rec, proto)
+            except Exception as exc:
+                failed(name, "recording a return (_release_acquired)", exc)
 
         def make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
-            async def connect(self: Any, req: Any, *args: Any, **kwargs: Any) -> Any:
-                key = req.connection_key
-                rec = record(self, key)
-                limit = self.limit
-                if (rec.capacity is not None and rec.leased >= rec.capacity) or (
-                    limit and pools.leased(self) >= limit
-                ):
-                    ledger.note_wait(rec)
-                conn = await original(self, req, *args, **kwargs)
-                ledger.lease(rec, conn.protocol)
+            async def connect(self: Any, req: Any, traces: Any, timeout: Any) -> Any:
+                if not waits_apart:
+                    # Before the original: look-ups that cannot fail; the origin only when
+                    # every connection is out.
+                    group = pools.group(self)
+                    if group is not None and group[1] is not None and group[0] >= group[1]:
+                        try:
+                            key = req.connection_key
+                        except Exception:
+                            key = None
+                        if key is not None:
+                            note_wait(self, key)
+                conn = await original(self, req, traces, timeout)
+                try:
+                    ledger.lease(record(self, req.connection_key), conn.protocol)
+                except Exception as exc:
+                    failed(name, "recording a lease (connect)", exc)
                 return conn
 
             return connect
 
+        def make_wait(original: Callable[..., Any]) -> Callable[..., Any]:
+            async def _wait_for_available_connection(
+                self: Any, key: Any, *args: Any, **kwargs: Any
+            ) -> Any:
+                note_wait(self, key)
+                return await original(self, key, *args, **kwargs)
+
+            return _wait_for_available_connection
+
         def make_release_acquired(original: Callable[..., Any]) -> Callable[..., Any]:
-            def _release_acquired(self: Any, key: Any, proto: Any, *a: Any, **kw: Any) -> Any:
+            def _release_acquired(self: Any, key: Any, proto: Any) -> Any:
                 try:
-                    return original(self, key, proto, *a, **kw)
+                    return original(self, key, proto)
                 finally:
                     give_back(self, key, proto)
 
@@ -131,13 +166,18 @@ class AiohttpAdapter(Adapter):
         def make_close(original: Callable[..., Any]) -> Callable[..., Any]:
             def _close(self: Any, *args: Any, **kwargs: Any) -> Any:
                 # The original forgets every acquired connection without releasing it.
-                for lease in pools.open_leases(self):
-                    lease.state = CLOSED_WITH_CONNECTOR
+                try:
+                    for lease in pools.open_leases(self):
+                        lease.state = CLOSED_WITH_CONNECTOR
+                except Exception as exc:
+                    failed(name, "noting a closed session", exc)
                 return original(self, *args, **kwargs)
 
             return _close
 
         patcher.wrap(cls, "connect", make_connect)
+        if waits_apart:
+            patcher.wrap(cls, "_wait_for_available_connection", make_wait)
         patcher.wrap(cls, "_release_acquired", make_release_acquired)
         patcher.wrap(cls, "_release", make_release)
         patcher.wrap(cls, "_close", make_close)
