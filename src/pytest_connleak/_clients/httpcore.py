@@ -106,10 +106,12 @@ class HttpcoreAdapter(Adapter):
 
         sync_pools = OriginPools(ledger, self.name)
         async_pools = self._async_pools = OriginPools(ledger, self.name)
-        # The open lease of each response stream; weak, so a dropped response is not kept
-        # alive by us (its lease stays open in the ledger: the pool still counts it). No
-        # lock: a set and a pop, each atomic, and a stream is closed by one thread.
-        leases: weakref.WeakKeyDictionary[object, Lease] = weakref.WeakKeyDictionary()
+        # The open lease of each response stream, keyed by the lease's weak reference to
+        # the stream (weakref.ref(stream) returns that same object while it lives, and
+        # hashes and compares as the stream): a dropped response is not kept alive by us,
+        # and its lease stays open (the pool still counts it). No lock: a set and a pop,
+        # each atomic, and a stream is closed once.
+        leases: dict[object, Lease] = {}
         name = self.name
         failed = ledger.internal_error
 
@@ -140,14 +142,14 @@ class HttpcoreAdapter(Adapter):
                     key = (url.scheme, url.host, url.port)
                     rec = pools.get(pool, key, lambda: _format(*key), lambda: _capacity(pool))
                     lease = ledger.lease(rec, None)
-                    lease._holder_ref = weakref.ref(stream)
-                    leases[stream] = lease
+                    lease._holder = holder = weakref.ref(stream)
+                    leases[holder] = lease
             except Exception as exc:
                 failed(name, "recording a lease (handle_request)", exc)
 
         def give_back(stream: Any) -> None:
             try:
-                lease = leases.pop(stream, None)
+                lease = leases.pop(weakref.ref(stream), None)
                 if lease is not None:
                     ledger.release_lease(lease)
             except Exception as exc:

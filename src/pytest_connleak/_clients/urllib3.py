@@ -83,6 +83,8 @@ class Urllib3Adapter(Adapter):
 
         record = ledger.pool_record
         known = ledger.known_record
+        # known_record() inlined on the request path: the ledger never rebinds _pools.
+        known_pool = ledger._pools.get
         lease, release = ledger.lease, ledger.release
         failed = ledger.internal_error
         name = self.name
@@ -92,7 +94,7 @@ class Urllib3Adapter(Adapter):
             # The exact signature, not *args/**kwargs: this runs on every request.
             def _get_conn(self: Any, timeout: Any = get_timeout) -> Any:
                 # Before the original only what cannot fail: a dict look-up and a compare.
-                rec = known(self)
+                rec = known_pool(id(self))
                 if (
                     rec is not None
                     and rec.block
@@ -122,7 +124,7 @@ class Urllib3Adapter(Adapter):
                     # After the original: FullPoolError still returns the slot to us.
                     # A pool never seen leasing (it leased before we were installed)
                     # has nothing to balance, and gets no record from a late return.
-                    rec = known(self)
+                    rec = known_pool(id(self))
                     if rec is not None:
                         try:
                             release(rec, conn)

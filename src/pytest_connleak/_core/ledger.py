@@ -77,6 +77,7 @@ class PoolRecord:
         "client",
         "group",
         "high_water",
+        "last_ref",
         "leased",
         "leases",
         "origin",
@@ -104,6 +105,8 @@ class PoolRecord:
         #: ``[leased, capacity]`` over every record of the same pool object, for clients
         #: whose one pool serves several origins (the ledger keeps the count), else None.
         self.group: list[Any] | None = None
+        #: The weak reference to the connection returned last (see Ledger.lease).
+        self.last_ref: Callable[[], object | None] | None = None
 
     @property
     def pool_object(self) -> Any:
@@ -175,24 +178,23 @@ class Lease:
     """One connection slot taken from a pool and not yet given back.
 
     On the request path a lease records only pointers: the pool's record, the owner, the
-    connection (weakly), and the code object and line of the lease site. The
-    :class:`Site` (file, function, module) is built when someone asks for it: a report,
-    an ignore rule or the summary.
+    connection (weakly), the thread, and where it was taken (the code object and line of
+    the lease site). The :class:`Site` (file, function, module) is built when someone asks
+    for it: a report, an ignore rule or the summary.
     """
 
+    # Slots left unset until used (_site, _state, _holder): every store costs on the
+    # request path, and most leases are returned without anyone looking at them.
     __slots__ = (
         "__weakref__",
-        "_code",
         "_conn_ref",
-        "_globals",
-        "_holder_ref",
-        "_library",
-        "_lineno",
+        "_holder",
         "_site",
+        "_state",
         "_thread",
+        "_where",
         "owner",
         "pool",
-        "state",
     )
 
     def __init__(
@@ -205,26 +207,33 @@ class Lease:
     ) -> None:
         self.pool = pool
         self.owner = owner
-        #: ``"leased"``, or what an adapter saw happen to it since (``"closed"``).
-        self.state = "leased"
         # A weak reference only: holding the connection would keep its socket open and
         # change what the code under test sees (a dropped response must still close it).
         self._conn_ref = _weak(conn)
-        self._holder_ref: Callable[[], object | None] | None = None
-        self._site: Site | None = site
-        self._code: CodeType | None = None
-        self._lineno = site.lineno
-        self._globals: dict[str, Any] | None = None
-        self._library = site.library
+        self._site = site
+        self._where: _Where = (None, site.lineno, None, site.library)
         self._thread: int | str = thread_name
 
     @property
     def site(self) -> Site:
         """Where user code asked for the connection (built on first use)."""
-        site = self._site
-        if site is None:
-            site = self._site = _site_of(self._code, self._lineno, self._globals, self._library)
-        return site
+        try:
+            return self._site
+        except AttributeError:
+            site = self._site = _site_of(*self._where)
+            return site
+
+    @property
+    def state(self) -> str:
+        """``"leased"``, or what an adapter saw happen to it since (``"closed"``)."""
+        try:
+            return self._state
+        except AttributeError:
+            return "leased"
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self._state = value
 
     @property
     def thread_name(self) -> str:
@@ -257,17 +266,23 @@ class Lease:
 
     def hold(self, holder: object) -> None:
         """Remember, weakly, the response object that holds this lease."""
-        self._holder_ref = _weak(holder)
+        self._holder = _weak(holder)
 
     @property
     def holder_collected(self) -> bool:
         """True when the remembered response (else the connection) was garbage-collected."""
-        if self._holder_ref is not None:
-            return self._holder_ref() is None
+        holder = getattr(self, "_holder", None)
+        if holder is not None:
+            return bool(holder() is None)
         return self.connection_collected
 
     def __repr__(self) -> str:
         return f"<Lease {self.origin} at {self.site.format()} owner={self.owner!r}>"
+
+
+#: Where a lease was taken: the lease site's code object, line and module globals, and the
+#: library the user called (code and globals are None when no user frame was found).
+_Where = tuple["CodeType | None", int, "dict[str, Any] | None", str]
 
 
 # One Site per call site, made once, when first asked for: a program has few lines that
@@ -278,6 +293,7 @@ _SITES: dict[tuple[str, int, str, str, str], Site] = {}
 def _site_of(
     code: CodeType | None, lineno: int, globals_: dict[str, Any] | None, library: str
 ) -> Site:
+    """The :class:`Site` of a lease's ``_where``, made once per call site."""
     if code is None:
         return replace(UNKNOWN_SITE, library=library) if library else UNKNOWN_SITE
     module = globals_.get("__name__", "?") if globals_ is not None else "?"
@@ -353,6 +369,9 @@ class Ledger:
         self._retired: dict[tuple[str, str, int | None, bool], PoolUsage] = {}
         self._dead: list[PoolRecord] = []
         self._frame_cache: dict[str, str | None] = {}
+        # Recent call paths to a lease site, newest first (see lease()); a new list on
+        # every change, so that other threads iterate an unchanging one.
+        self._hints: list[tuple[int, CodeType, int, CodeType, _Where]] = []
         self._library_prefixes: dict[str, str] = {}
         #: Bookkeeping that failed, as ``(client, what, error)``; the library went on.
         self.internal_errors: list[tuple[str, str, str]] = []
@@ -418,12 +437,14 @@ class Ledger:
             for prefix in _library_dirs(module_names):
                 self._library_prefixes[prefix] = _BOUNDARY
             self._frame_cache.clear()
+            self._hints = []
 
     def add_library(self, *module_names: str) -> None:
         """Treat frames from these imported packages as library code, not lease sites."""
         with self._lock:
             self._library_prefixes.update(_library_dirs(module_names))
             self._frame_cache.clear()
+            self._hints = []
 
     # -- the request path ----------------------------------------------------------
 
@@ -478,52 +499,45 @@ class Ledger:
 
     def lease(self, rec: PoolRecord, conn: object | None) -> Lease:
         """Record that *rec*'s pool handed out a slot (holding *conn*, if known)."""
-        # The lease site: the first frame outside the HTTP libraries. Only the code object,
-        # line and globals are kept; the Site is built if a report ever needs it.
-        cache = self._frame_cache
-        frame: FrameType | None = _getframe(1)
-        library = ""
-        while frame is not None:
-            filename = frame.f_code.co_filename
+        # Where: the first frame outside the HTTP libraries. Walking there materialises a
+        # frame object per library frame (most of a lease's cost), so the walks of recent
+        # call paths are remembered: the user frame's depth, code object and instruction,
+        # and the code object of the library frame it called. When the frames at that
+        # depth still match, it is the same call from the same line: no walk.
+        frame: FrameType | None = None
+        for hint in self._hints:
+            depth = hint[0]
             try:
-                lib = cache[filename]
-            except KeyError:
-                lib = cache[filename] = self._classify(filename)
-            if lib is None:
+                frame = _getframe(depth)
+            except ValueError:  # a shallower stack
+                continue
+            if (
+                frame.f_code is hint[1]
+                and frame.f_lasti == hint[2]
+                and _getframe(depth - 1).f_code is hint[3]
+            ):
+                where = hint[4]
                 break
-            if lib == _BOUNDARY:
-                # The test runner is below: no user code asked for this connection here
-                # (a request handed straight to asyncio.gather() runs in a task whose
-                # stack starts at the event loop). Say so rather than blame the runner.
-                frame = None
-                break
-            if lib:
-                library = lib
-            frame = frame.f_back
+        else:
+            where = self._walk()
+        del frame
         lease = _new_lease(Lease)
         lease.pool = rec
         lease.owner = self.owner
-        lease.state = "leased"
-        lease._holder_ref = None
-        lease._site = None
-        lease._library = library
+        lease._where = where
         lease._thread = _get_ident()
-        if frame is not None:
-            lease._code = frame.f_code
-            lease._lineno = frame.f_lineno
-            lease._globals = frame.f_globals
-        else:
-            lease._code = lease._globals = None
-            lease._lineno = 0
         if conn is None:
             lease._conn_ref = None
         else:
-            # try/except rather than _weak(): this runs on every request.
-            try:
-                lease._conn_ref = _ref(conn)
-            except TypeError:  # objects with __slots__ and no __weakref__: remember nothing
-                lease._conn_ref = None
-        del frame
+            # A keep-alive pool hands out the same connection again and again: reuse the
+            # weak reference of its last return rather than make one per request.
+            ref = rec.last_ref
+            if ref is None or ref() is not conn:
+                try:
+                    ref = _ref(conn)
+                except TypeError:  # __slots__ and no __weakref__: remember nothing
+                    ref = None
+            lease._conn_ref = ref
         lock = self._lock
         lock.acquire()
         try:
@@ -555,6 +569,39 @@ class Ledger:
         finally:
             lock.release()
         return lease
+
+    def _walk(self) -> _Where:
+        """Walk from lease()'s caller to the lease site; remember the path as a hint."""
+        cache = self._frame_cache
+        depth = 2  # lease()'s caller's caller: the caller is always one of our wrappers
+        frame: FrameType | None = _getframe(depth)
+        library = ""
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            try:
+                lib = cache[filename]
+            except KeyError:
+                lib = cache[filename] = self._classify(filename)
+            if lib is None:
+                break
+            if lib == _BOUNDARY:
+                # The test runner is below: no user code asked for this connection here
+                # (a request handed straight to asyncio.gather() runs in a task whose
+                # stack starts at the event loop). Say so rather than blame the runner.
+                frame = None
+                break
+            if lib:
+                library = lib
+            frame = frame.f_back
+            depth += 1
+        if frame is None:
+            return (None, 0, None, library)
+        code = frame.f_code
+        where: _Where = (code, frame.f_lineno, frame.f_globals, library)
+        # depth counts from _walk(); lease() is one frame nearer the user frame.
+        hint = (depth - 1, code, frame.f_lasti, _getframe(depth - 1).f_code, where)
+        self._hints = [hint, *self._hints[: _HINTS - 1]]
+        return where
 
     def _add(self, lease: Lease) -> None:
         rec = lease.pool
@@ -604,6 +651,7 @@ class Ledger:
                     ref = lease._conn_ref
                     if ref is not None and ref() is conn:
                         leases.pop()
+                        rec.last_ref = ref
                         rec.leased -= 1
                         group = rec.group
                         if group is not None:
@@ -682,8 +730,8 @@ class Ledger:
         for lease in reversed(rec.leases):
             ref = lease._conn_ref
             if ref is not None and ref() is conn:
-                lease.state = state
-                lease._holder_ref = holder
+                lease._state = state
+                lease._holder = holder
                 return
 
     def note_wait(self, rec: PoolRecord) -> None:
@@ -828,6 +876,7 @@ def _is_stdlib_glue(filename: str) -> bool:
     return filename.startswith(_GLUE_PREFIXES)
 
 
+_HINTS = 8  # call paths remembered: a test loop makes requests from a few lines
 _getframe = sys._getframe
 _get_ident = threading.get_ident
 _ref = weakref.ref
