@@ -140,7 +140,10 @@ class HttpcoreAdapter(Adapter):
                 if isinstance(stream, cls):
                     url = request.url
                     key = (url.scheme, url.host, url.port)
-                    rec = pools.get(pool, key, lambda: _format(*key), lambda: _capacity(pool))
+                    # find() first: the closures below cost more than the look-up.
+                    rec = pools.find(pool, key) or pools.get(
+                        pool, key, lambda: _format(*key), lambda: _capacity(pool)
+                    )
                     lease = ledger.lease(rec, None)
                     lease._holder = holder = weakref.ref(stream)
                     leases[holder] = lease

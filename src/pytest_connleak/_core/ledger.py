@@ -697,7 +697,24 @@ class Ledger:
 
     def release_lease(self, lease: Lease) -> None:
         """Give back exactly *lease* (adapters that can keep the lease object use this)."""
-        self._update(self._release_lease, lease)
+        # _update(self._release_lease, lease), inlined: this is the request path.
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._busy:  # a finalizer inside one of our updates, on this thread
+                self._deferred.append((self._release_lease, (lease,)))
+                return
+            self._busy = True
+            try:
+                if self._deferred:
+                    self._drain()
+                self._release_lease(lease)
+                if self._deferred:
+                    self._drain()
+            finally:
+                self._busy = False
+        finally:
+            lock.release()
 
     def _release_lease(self, lease: Lease) -> None:
         if self._open.pop(id(lease), None) is None:
