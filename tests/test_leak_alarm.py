@@ -140,17 +140,26 @@ def test_the_alarm_names_the_leasing_thread_and_httpx_lines(
 ) -> None:
     dog, _ = watchdog(clock, leak_threshold=5.0)
     held: list[httpx.Response] = []
+    leased, done = threading.Event(), threading.Event()
     with httpx.Client() as client:
 
         def worker() -> None:
             request = client.build_request("GET", keepalive_url + "/ok")
             held.append(client.send(request, stream=True))  # lease: httpx
+            leased.set()
+            done.wait(timeout=10)  # a pool's worker thread: alive when the alarm fires
 
         thread = threading.Thread(target=worker, name="worker-7")
         thread.start()
-        thread.join()
+        assert leased.wait(timeout=10)
         clock.ahead = 6
         (alarm,) = mine(dog.check(), "worker")
+        done.set()
+        thread.join()
+        # The ledger keeps the thread's id, not its name: once the thread has ended, a
+        # lease's thread is named by that id (the alarm above named it in time).
+        (lease,) = [x for x in ledger.open_leases() if x.site.function == "worker"]
+        assert re.fullmatch(r"<thread \d+>", lease.thread_name)
         held[0].close()
     assert (alarm.client, alarm.thread) == ("httpcore", "worker-7")
     assert (alarm.site.lineno, alarm.site.function) == (line_of("# lease: httpx"), "worker")

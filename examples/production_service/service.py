@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable
-from socketserver import ThreadingMixIn
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -69,8 +69,27 @@ def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     return [b"not found"]
 
 
-class Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # one thread per request, like most WSGI servers
+class Server(WSGIServer):
+    """Requests served by a pool of worker threads, as gunicorn's gthread or waitress do."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="worker")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.workers.submit(self.serve_one, request, client_address)
+
+    def serve_one(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.workers.shutdown(wait=False)
 
 
 class Handler(WSGIRequestHandler):

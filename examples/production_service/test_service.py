@@ -7,6 +7,7 @@ it is found there while the service goes on serving.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -49,6 +50,7 @@ def test_a_leak_in_production(service: Service, profile_api: str) -> None:
     alarms = service.wait_for_log("possible connection leak", count=3)
     for line in alarms:
         assert f"a connection to {profile_api} (httpcore)" in line
+        assert re.search(r"by thread 'worker_\d'", line), line
         assert line.endswith(f"at service.py:{send_line()} in fetch_profile"), line
     assert service.metric("connleak_pool_leaks_total") == 3
     # The 75% warning, as in the test run: 3 of the pool's 4 connections are out.

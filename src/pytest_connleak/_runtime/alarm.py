@@ -75,7 +75,8 @@ class LeakAlarm:
             ``"returned"`` when a connection reported so was later given back.
         client: the library whose pool it is (``"urllib3"``, ``"httpcore"``, ``"aiohttp"``).
         origin: the pool's ``scheme://host:port`` (never a user name or password).
-        thread: the name of the thread that leased it.
+        thread: the name of the thread that leased it, or ``<thread ID>`` when that
+            thread had ended before the alarm fired (the ledger keeps thread ids).
         site: the user's line that leased it (a :class:`Site`).
         leased_for: seconds since the lease: when it was found over the threshold, or when
             it was found returned (measured at the check that saw it, so within
