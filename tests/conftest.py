@@ -14,6 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# The real PostgreSQL and Redis (session fixtures, started on first use).
+from dbservers import postgres_url, redis_url  # noqa: F401
+
 # Imported once here so pytester's in-process runs share these modules: a run that
 # imported them itself would have them removed afterwards, and the next run would mix
 # classes from two copies (requests' cookie jar checks fail that way).

@@ -37,12 +37,18 @@ ADAPTERS: tuple[str, ...] = (
     "pytest_connleak._clients.urllib3:Urllib3Adapter",
     "pytest_connleak._clients.httpcore:HttpcoreAdapter",
     "pytest_connleak._clients.aiohttp:AiohttpAdapter",
+    "pytest_connleak._clients.sqlalchemy:SqlalchemyAdapter",
+    "pytest_connleak._clients.psycopg_pool:PsycopgPoolAdapter",
+    "pytest_connleak._clients.redis:RedisAdapter",
+    "pytest_connleak._clients.asyncpg:AsyncpgAdapter",
 )
 """``module:Class`` of every adapter, in install order."""
 
 # Packages whose frames are never a lease site, whether or not we patch them: a user
 # calling requests must be pointed at their line, not at requests' internals.
 HTTP_LIBRARIES = ("urllib3", "requests", "httpx", "httpcore", "aiohttp", "anyio", "trio")
+# The same for the database and cache clients (and the greenlet SQLAlchemy's asyncio runs in).
+DB_LIBRARIES = ("sqlalchemy", "greenlet", "psycopg", "psycopg_pool", "redis", "asyncpg")
 # Reaching these while looking for the lease site means no user frame asked for it.
 TEST_RUNNERS = ("_pytest", "pluggy", "pytest_asyncio")
 
@@ -64,11 +70,17 @@ class Patcher:
         setattr(owner, name, wrapper)
         self._patches.append((owner, name, original, wrapper))
 
+    def on_restore(self, undo: Callable[[], None]) -> None:
+        """Call *undo* when the patches are restored (for listeners added by public APIs)."""
+        self._patches.append((None, "", undo, None))
+
     def restore(self) -> None:
         """Put every original back, newest patch first."""
         while self._patches:
             owner, name, original, wrapper = self._patches.pop()
-            if owner.__dict__.get(name) is wrapper:
+            if owner is None:
+                original()
+            elif owner.__dict__.get(name) is wrapper:
                 setattr(owner, name, original)
 
     def __len__(self) -> int:
@@ -222,7 +234,7 @@ class Instrumentation:
             if self.active:
                 return []
             self.active = True
-            self.ledger.add_library(*HTTP_LIBRARIES)
+            self.ledger.add_library(*HTTP_LIBRARIES, *DB_LIBRARIES)
             self.ledger.add_boundary(*TEST_RUNNERS)
             problems = []
             for adapter in load_adapters():

@@ -492,10 +492,15 @@ class Ledger:
             self._window += 1
         return [u for u in usage if u.leases or u.waits]
 
-    def capture_site(self) -> Site:
-        """Find the first frame outside the HTTP libraries, this package and stdlib glue."""
+    def capture_site(self, frame: FrameType | None = None) -> Site:
+        """Find the first frame outside the HTTP libraries, this package and stdlib glue.
+
+        The walk starts at the caller, or at *frame* (a greenlet's parent, whose stack
+        the current one does not continue).
+        """
         cache = self._frame_cache
-        frame: FrameType | None = sys._getframe(1)
+        if frame is None:
+            frame = sys._getframe(1)
         library = ""
         while frame is not None:
             code = frame.f_code
