@@ -113,7 +113,9 @@ class PostgresServer:
     def stop(self) -> None:
         try:
             if (self.data / "postmaster.pid").exists():
-                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop")
+                self._run(
+                    str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop"
+                )
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 

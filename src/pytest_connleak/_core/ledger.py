@@ -308,9 +308,14 @@ class Ledger:
             self._sites.clear()
 
     def add_library(self, *module_names: str) -> None:
-        """Treat frames from these imported packages as library code, not lease sites."""
+        """Treat frames from these imported packages as library code, not lease sites.
+
+        Code a package generates at run time counts too when its file name starts with
+        ``<name `` (SQLAlchemy's ``<sqlalchemy generated _go() wrapper ...>``).
+        """
         with self._lock:
             self._library_prefixes.update(_library_dirs(module_names))
+            self._library_prefixes.update({f"<{name} ": name for name in module_names})
             self._frame_cache.clear()
             self._sites.clear()
 
