@@ -14,15 +14,15 @@ from collections.abc import Iterator
 
 import pytest
 
-# The real PostgreSQL and Redis (session fixtures, started on first use).
-from dbservers import postgres_url, redis_url  # noqa: F401
-
 # Imported once here so pytester's in-process runs share these modules: a run that
 # imported them itself would have them removed afterwards, and the next run would mix
 # classes from two copies (requests' cookie jar checks fail that way).
 import requests  # noqa: F401
 import urllib3  # noqa: F401
 from pytest_httpserver import HTTPServer
+
+# The real PostgreSQL and Redis (session fixtures, started on first use).
+from dbservers import postgres_url, redis_url  # noqa: F401
 
 LB_403_PAGE = (
     "<html>\r\n<head><title>403 Forbidden</title></head>\r\n<body>\r\n"

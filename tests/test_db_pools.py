@@ -26,8 +26,9 @@ import redis  # noqa: F401
 import redis.asyncio  # noqa: F401
 import sqlalchemy  # noqa: F401
 import sqlalchemy.ext.asyncio  # noqa: F401
-from dbservers import PG_PASSWORD, REDIS_PASSWORD
 from sqlalchemy.dialects import registry
+
+from dbservers import PG_PASSWORD, REDIS_PASSWORD
 
 # The dialects too: one imported again by a later inner run registers its functions twice.
 for _dialect in ("postgresql.psycopg", "postgresql.asyncpg", "sqlite.pysqlite"):
