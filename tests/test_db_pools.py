@@ -862,3 +862,58 @@ def test_asyncpg(db_project: pytest.Pytester) -> None:
     for clean in ("test_never_released_clean", "test_from_task_clean", "test_module_fixture_clean"):
         assert f"ERROR at teardown of {clean}" not in result.stdout.str()
     no_secret(result)
+
+
+# -- the socket check --------------------------------------------------------------------
+
+SOCKETS = """
+    import psycopg, redis
+    import pytest
+    from psycopg_pool import ConnectionPool
+    from sqlalchemy import create_engine, text
+    from conftest import PG_URL, REDIS_URL
+    from held import HELD
+
+    engine = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+    r = redis.Redis.from_url(REDIS_URL)
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _close_held():
+        yield
+        for conn in HELD:
+            conn.close()
+        engine.dispose()
+        r.close()
+
+    def test_idle_pooled_sqlalchemy():
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+
+    def test_idle_pooled_psycopg_pool():
+        pool = ConnectionPool(PG_URL, min_size=0, max_size=2, open=True)
+        HELD.append(pool)
+        with pool.connection() as conn:
+            conn.execute("select 1")
+
+    def test_idle_pooled_redis():
+        assert r.set("k", "v")
+
+    def test_raw_psycopg_connect():
+        conn = psycopg.connect(PG_URL)
+        HELD.append(conn)
+        conn.execute("select 1")
+
+    def test_zz_last():
+        pass
+    """
+
+
+def test_socket_check_tells_pooled_from_leaked(db_project: pytest.Pytester) -> None:
+    """An idle pooled connection is not a leak; a raw ``psycopg.connect()`` never closed is."""
+    db_project.makepyfile(test_sockets=SOCKETS)
+    result = db_project.runpytest("--leak-check", "--leak-check-sockets")
+    result.assert_outcomes(passed=5, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_raw_psycopg_connect*"])
+    for clean in ("sqlalchemy", "psycopg_pool", "redis"):
+        assert f"ERROR at teardown of test_idle_pooled_{clean}" not in result.stdout.str()
+    no_secret(result)
