@@ -917,3 +917,82 @@ def test_socket_check_tells_pooled_from_leaked(db_project: pytest.Pytester) -> N
     for clean in ("sqlalchemy", "psycopg_pool", "redis"):
         assert f"ERROR at teardown of test_idle_pooled_{clean}" not in result.stdout.str()
     no_secret(result)
+
+
+# -- the rest of the machinery: ignore rules, warn mode, pool_stats(), xdist --------------
+
+MACHINERY = """
+    import json
+    import pytest, redis
+    import pytest_connleak
+    from sqlalchemy import create_engine, text
+    from conftest import PG_URL, REDIS_URL, SQLITE_URL
+    from held import HELD
+
+    r = redis.Redis.from_url(REDIS_URL)
+    engine = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _close_held():
+        yield
+        for held in HELD:
+            held.close()
+        r.close()
+        engine.dispose()
+
+    def test_redis_leak():
+        pubsub = r.pubsub()
+        HELD.append(pubsub)
+        pubsub.subscribe("news")
+
+    def test_postgres_leak():
+        conn = engine.connect()
+        HELD.append(conn)
+        conn.execute(text("select 1"))
+
+    def test_stats():
+        print("STATS", json.dumps(pytest_connleak.pool_stats()))
+
+    def test_zz_last():
+        pass
+    """
+
+
+def test_ignore_rules_warn_mode_and_pool_stats(db_project: pytest.Pytester) -> None:
+    db_project.makepyfile(test_machinery=MACHINERY)
+    ignored = db_project.runpytest(
+        "--leak-check", "-o", "leak_check_ignore=redis://127.0.0.1\npostgresql://postgres@127.0.0.1"
+    )
+    ignored.assert_outcomes(passed=4)
+    warned = db_project.runpytest(
+        "--leak-check", "--leak-check-mode=warn", "-W", "default::pytest_connleak.LeakWarning", "-s"
+    )
+    warned.assert_outcomes(passed=4, warnings=2)
+    warned.stdout.fnmatch_lines(
+        [
+            "*LeakWarning: 1 connection leaked by test_redis_leak (still leased at teardown)",
+            "*LeakWarning: 1 connection leaked by test_postgres_leak (still leased at teardown)",
+        ],
+        consecutive=False,
+    )
+    stats = [line for line in warned.outlines if line.startswith("STATS")]
+    assert len(stats) == 1
+    assert '"origin": "redis://127.0.0.1:' in stats[0]
+    assert '"origin": "postgresql://postgres@127.0.0.1:' in stats[0]
+    no_secret(ignored)
+    no_secret(warned)
+
+
+def test_xdist_merges_db_leaks(db_project: pytest.Pytester) -> None:
+    """Two workers, one file each (the cleanup of each file runs after its last test)."""
+    db_project.makepyfile(test_one=MACHINERY, test_two=MACHINERY)
+    result = db_project.runpytest_subprocess(
+        "--leak-check", "-n", "2", "-p", "xdist", "--dist", "loadfile"
+    )
+    result.assert_outcomes(passed=8, errors=4)
+    out = result.stdout.str()
+    for module in ("test_one", "test_two"):
+        assert f"{module}.py::test_redis_leak: 1 connection leaked" in out
+        assert f"{module}.py::test_postgres_leak: 1 connection leaked" in out
+    result.stdout.fnmatch_lines(["*connection pools*", "redis://127.0.0.1:*/0 *redis*"])
+    no_secret(result)
