@@ -975,7 +975,7 @@ def test_ignore_rules_warn_mode_and_pool_stats(db_project: pytest.Pytester) -> N
         ],
         consecutive=False,
     )
-    stats = [line for line in warned.outlines if line.startswith("STATS")]
+    stats = [line[line.index("STATS") :] for line in warned.outlines if "STATS [" in line]
     assert len(stats) == 1
     assert '"origin": "redis://127.0.0.1:' in stats[0]
     assert '"origin": "postgresql://postgres@127.0.0.1:' in stats[0]

@@ -9,11 +9,12 @@ itself: one dropped without ``putconn()`` is closed by psycopg's finaliser (with
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from pytest_connleak._core.adapters import Adapter, Patcher, expect_signature
-from pytest_connleak._core.ledger import Lease, Ledger
+from pytest_connleak._core.ledger import Lease, Ledger, PoolRecord
 
 __all__ = ["PsycopgPoolAdapter", "conn_origin"]
 
@@ -50,8 +51,11 @@ class PsycopgPoolAdapter(Adapter):
     module = "psycopg_pool"
     hint = SYNC_HINT
 
+    def __init__(self) -> None:
+        self._async_pools: weakref.WeakSet[PoolRecord] = weakref.WeakSet()
+
     def advise(self, lease: Lease) -> str:
-        hint = ASYNC_HINT if lease.state == "async" else SYNC_HINT
+        hint = ASYNC_HINT if lease.pool in self._async_pools else SYNC_HINT
         return f"{DROPPED}; {hint}" if lease.connection_collected else hint
 
     def patch(self, ledger: Ledger, patcher: Patcher) -> None:
@@ -64,16 +68,23 @@ class PsycopgPoolAdapter(Adapter):
         known, record = ledger.known_record, ledger.pool_record
         name = self.name
 
-        def leased(pool: Any, conn: Any, state: str) -> None:
+        async_pools = self._async_pools
+
+        def leased(pool: Any, conn: Any, is_async: bool) -> None:
             try:
                 rec = known(pool)
                 if rec is None:
                     rec = record(pool, name, lambda: conn_origin(conn), lambda: _capacity(pool))
-                lease = ledger.lease(rec, conn)
-                if state != lease.state:
-                    lease.state = state
+                    if is_async:
+                        async_pools.add(rec)
+                ledger.lease(rec, conn)
             except Exception:  # never break the pool; the leak goes unseen instead
                 pass
+
+        def waits(pool: Any) -> None:
+            rec = known(pool)
+            if rec is not None and rec.capacity is not None and rec.leased >= rec.capacity:
+                ledger.note_wait(rec)
 
         def returned(pool: Any, conn: Any) -> None:
             try:
@@ -85,8 +96,9 @@ class PsycopgPoolAdapter(Adapter):
 
         def make_get(original: Callable[..., Any]) -> Callable[..., Any]:
             def getconn(self: Any, *args: Any, **kwargs: Any) -> Any:
+                waits(self)
                 conn = original(self, *args, **kwargs)
-                leased(self, conn, "leased")
+                leased(self, conn, False)
                 return conn
 
             return getconn
@@ -104,8 +116,9 @@ class PsycopgPoolAdapter(Adapter):
 
         def make_aget(original: Callable[..., Any]) -> Callable[..., Any]:
             async def getconn(self: Any, *args: Any, **kwargs: Any) -> Any:
+                waits(self)
                 conn = await original(self, *args, **kwargs)
-                leased(self, conn, "async")
+                leased(self, conn, True)
                 return conn
 
             return getconn

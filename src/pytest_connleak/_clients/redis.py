@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import collections
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from pytest_connleak._core.adapters import Adapter, Incompatible, Patcher
-from pytest_connleak._core.ledger import Lease, Ledger
+from pytest_connleak._core.ledger import Lease, Ledger, PoolRecord
 
 __all__ = ["GC_RETURNED", "RedisAdapter", "pool_origin"]
 
@@ -74,8 +75,11 @@ class RedisAdapter(Adapter):
     module = "redis"
     hint = HINT
 
+    def __init__(self) -> None:
+        self._async_pools: weakref.WeakSet[PoolRecord] = weakref.WeakSet()
+
     def advise(self, lease: Lease) -> str:
-        hint = ASYNC_HINT if lease.state == "async" else HINT
+        hint = ASYNC_HINT if lease.pool in self._async_pools else HINT
         if lease.state == GC_RETURNED:
             return f"{GC_TEXT}; {HINT}"
         return hint
@@ -101,7 +105,9 @@ class RedisAdapter(Adapter):
                 else:
                     collected.append(lease)
 
-        def leased(pool: Any, conn: Any, blocking: bool, state: str) -> None:
+        async_pools = self._async_pools
+
+        def leased(pool: Any, conn: Any, blocking: bool, is_async: bool) -> None:
             try:
                 if collected:
                     settle()
@@ -110,12 +116,18 @@ class RedisAdapter(Adapter):
                     rec = record(
                         pool, name, lambda: pool_origin(pool), lambda: _capacity(pool, blocking)
                     )
-                lease = ledger.lease(rec, conn)
-                if state != lease.state:
-                    lease.state = state
-                open_leases[id(conn)] = lease
+                    if is_async:
+                        async_pools.add(rec)
+                open_leases[id(conn)] = ledger.lease(rec, conn)
             except Exception:  # never break the pool; the leak goes unseen instead
                 pass
+
+        def waits(pool: Any) -> None:
+            # Only a blocking pool makes a caller wait; the other raises at its limit.
+            rec = known(pool)
+            capacity = rec.capacity if rec is not None and rec.block else None
+            if rec is not None and capacity is not None and rec.leased >= capacity:
+                ledger.note_wait(rec)
 
         def returned(conn: Any) -> None:
             try:
@@ -139,9 +151,10 @@ class RedisAdapter(Adapter):
         def make_get(blocking: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             def make(original: Callable[..., Any]) -> Callable[..., Any]:
                 def get_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
+                    waits(self)
                     conn = original(self, *args, **kwargs)
                     if outermost(self, "get_connection", get_connection):
-                        leased(self, conn, blocking, "leased")
+                        leased(self, conn, blocking, False)
                     return conn
 
                 wrappers.add(get_connection)
@@ -152,9 +165,10 @@ class RedisAdapter(Adapter):
         def make_aget(blocking: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             def make(original: Callable[..., Any]) -> Callable[..., Any]:
                 async def get_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
+                    waits(self)
                     conn = await original(self, *args, **kwargs)
                     if outermost(self, "get_connection", get_connection):
-                        leased(self, conn, blocking, "async")
+                        leased(self, conn, blocking, True)
                     return conn
 
                 wrappers.add(get_connection)
