@@ -14,7 +14,9 @@ which is therefore always a clean one), so nothing outlives an inner run.
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import pathlib
 import warnings
 from collections.abc import Iterator
 
@@ -996,3 +998,61 @@ def test_xdist_merges_db_leaks(db_project: pytest.Pytester) -> None:
         assert f"{module}.py::test_postgres_leak: 1 connection leaked" in out
     result.stdout.fnmatch_lines(["*connection pools*", "redis://127.0.0.1:*/0 *redis*"])
     no_secret(result)
+
+
+# -- every SQLAlchemy pool class, through no_leaks() --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "poolclass", ["QueuePool", "NullPool", "StaticPool", "SingletonThreadPool"]
+)
+def test_every_sqlalchemy_pool_class(poolclass: str, tmp_path: pathlib.Path) -> None:
+    """A checkout never checked in is a leak whatever the pool class; ``with`` is clean."""
+    from sqlalchemy import create_engine, pool, text
+
+    from pytest_connleak import ConnectionLeakError, no_leaks
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}", poolclass=getattr(pool, poolclass))
+    try:
+        with no_leaks("clean block"), engine.connect() as conn:
+            conn.execute(text("select 1"))
+        held = []
+        with pytest.raises(ConnectionLeakError) as excinfo, no_leaks("leaky block"):
+            held.append(engine.connect())
+        message = str(excinfo.value)
+        assert message.startswith("1 connection leaked by leaky block (still leased at its end)")
+        assert f"  sqlite:///{tmp_path / 'app.db'} — leased at " in message
+        assert "test_db_pools.py:" in message
+        assert "in test_every_sqlalchemy_pool_class" in message
+        held[0].close()
+    finally:
+        engine.dispose()
+
+
+def test_asyncio_pool_class(postgres_url: str) -> None:
+    """``AsyncAdaptedQueuePool`` (create_async_engine) through no_leaks(), on PostgreSQL."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from pytest_connleak import ConnectionLeakError, no_leaks
+
+    async def main() -> str:
+        engine = create_async_engine(postgres_url.replace("postgresql://", "postgresql+asyncpg://"))
+        assert type(engine.pool).__name__ == "AsyncAdaptedQueuePool"
+        try:
+            async with engine.connect():
+                pass
+            conn = await engine.connect()
+            try:
+                with pytest.raises(ConnectionLeakError) as excinfo, no_leaks("block"):
+                    await conn.close()
+                    conn = await engine.connect()
+            finally:
+                await conn.close()
+            return str(excinfo.value)
+        finally:
+            await engine.dispose()
+
+    message = asyncio.run(main())
+    assert "postgresql://postgres@127.0.0.1:" in message
+    assert "in main" in message
+    assert PG_PASSWORD not in message

@@ -122,11 +122,16 @@ class SqlalchemyAdapter(Adapter):
                     return url_origin(engine.url)
             # An engine made before we were installed: its __dict__ refers to the pool.
             # One scan of the heap, once per such pool.
+            # (Python 3.11+ keeps attributes inline: the referrer is the engine itself.)
             for referrer in gc.get_referrers(pool):
-                if isinstance(referrer, dict) and referrer.get("pool") is pool:
-                    url = referrer.get("url")
-                    if hasattr(url, "get_backend_name"):
-                        return url_origin(url)
+                if isinstance(referrer, dict):
+                    url = referrer.get("url") if referrer.get("pool") is pool else None
+                elif isinstance(referrer, Engine) and referrer.pool is pool:
+                    url = referrer.url
+                else:
+                    continue
+                if hasattr(url, "get_backend_name"):
+                    return url_origin(url)
             # A pool made without an engine (or by a later engine.dispose()): what the
             # driver connection says, never its password.
             info = getattr(dbapi_connection, "info", None)
