@@ -21,6 +21,7 @@ import gc
 import importlib.util
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -165,7 +166,7 @@ def run(rounds: int, n: int) -> list[Row]:
     finally:
         pg.stop()
         rd.stop()
-        os.rmdir(tmp) if not os.listdir(tmp) else None
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def table(rows: list[Row]) -> str:
@@ -178,7 +179,8 @@ def table(rows: list[Row]) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
-        for clock, off, on in (("CPU", row.off_cpu, row.on_cpu), ("wall", row.off_wall, row.on_wall)):
+        clocks = (("CPU", row.off_cpu, row.on_cpu), ("wall", row.off_wall, row.on_wall))
+        for clock, off, on in clocks:
             ratio_min = min(on) / min(off)
             ratio_median = statistics.median(on) / statistics.median(off)
             lines.append(
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Written by `benchmarks/db_pools.py` ({rounds} interleaved rounds of {n} "
             f"checkouts per library; pytest-connleak {pytest_connleak.__version__}; "
             f"{machine}). Each checkout runs one loopback query against a real server "
-            "started by the script. \"off\": nothing patched; \"on\": the instrumentation "
+            'started by the script. "off": nothing patched; "on": the instrumentation '
             "installed, as under `--leak-check`. CPU is this process's CPU time (the "
             "client's work; the servers are other processes), wall is what a caller "
             "waits.\n\n" + text + "\n",
