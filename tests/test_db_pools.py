@@ -1056,3 +1056,21 @@ def test_asyncio_pool_class(postgres_url: str) -> None:
     assert "postgresql://postgres@127.0.0.1:" in message
     assert "in main" in message
     assert PG_PASSWORD not in message
+
+
+def test_benchmark_script_runs() -> None:
+    """``benchmarks/db_pools.py --quick`` runs against its own servers and prints its table."""
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "db_pools.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--no-write"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "×" in line]
+    assert len(rows) == 10, done.stdout  # five loops, CPU and wall each
+    assert "| asyncpg | wall |" in done.stdout

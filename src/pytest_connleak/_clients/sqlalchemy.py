@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_connleak._core.adapters import Adapter, Incompatible, Patcher
-from pytest_connleak._core.ledger import UNKNOWN_SITE, Lease, Ledger, PoolRecord
+from pytest_connleak._core.ledger import Lease, Ledger, PoolRecord
 
 __all__ = ["GC_RETURNED", "SqlalchemyAdapter", "url_origin"]
 
@@ -154,7 +154,7 @@ class SqlalchemyAdapter(Adapter):
         def site_in_greenlet(lease: Lease) -> None:
             # asyncio: the checkout runs in a greenlet whose stack ends at SQLAlchemy's
             # greenlet_spawn; the user's frame is on the parent's (suspended) stack.
-            if getcurrent is None or lease.site is not UNKNOWN_SITE and lease.site.lineno:
+            if getcurrent is None or lease.site.lineno:  # found without the parent's help
                 return
             parent = getcurrent().parent
             frame = getattr(parent, "gr_frame", None)
@@ -180,7 +180,7 @@ class SqlalchemyAdapter(Adapter):
                     ledger.note_wait(rec)
                 lease = ledger.lease(rec, None)
                 lease.hold(proxy)
-                if rec in async_pools:
+                if pool._dialect.is_async:  # cheaper than the WeakSet on every checkout
                     site_in_greenlet(lease)
                 open_by_record[id(record)] = lease
             except Exception:  # never break a checkout; the leak goes unseen instead
