@@ -17,11 +17,16 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 PG_PASSWORD = "pg-s3cret-PASSWORD"
 REDIS_PASSWORD = "redis-s3cret-TOKEN"
@@ -57,6 +62,45 @@ def _run_as() -> tuple[str | None, int, int]:
     return PG_USER, entry.pw_uid, entry.pw_gid
 
 
+def _die_with_parent(sig: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux signal the server when this process dies.
+
+    A run killed before its fixtures' teardown (a CI timeout, ^C twice) then leaves no
+    server behind. Elsewhere there is no such call, and teardown is the only stop.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        libc.prctl(pr_set_pdeathsig, sig, 0, 0, 0)
+
+    return preexec
+
+
+def _popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    # A preexec_fn makes subprocess fork; Python 3.12+ may warn about forking with threads
+    # running (a test server's), and this fork only execs the server.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return subprocess.Popen(args, **kwargs)
+
+
+def _wait_until(process: subprocess.Popen[bytes], ready: Callable[[], bool]) -> bool:
+    """Poll *ready* until it holds (True) or *process* exits or time runs out (False)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False  # it exited: most likely the port was taken meanwhile
+        if ready():
+            return True
+        time.sleep(0.02)  # polling a condition with a deadline
+    return False
+
+
 class PostgresServer:
     """One PostgreSQL cluster: initdb, start on 127.0.0.1 with a password, stop, remove."""
 
@@ -66,6 +110,7 @@ class PostgresServer:
         self.root.chmod(0o755)  # the server's user must reach its data directory
         self.data = self.root / "data"
         self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
         self.user, uid, gid = _run_as()
         self.data.mkdir()
         os.chown(self.data, uid, gid)
@@ -94,27 +139,45 @@ class PostgresServer:
         pwfile.unlink()
         for attempt in range(3):
             self.port = _free_port()
-            options = (
-                f"-h 127.0.0.1 -p {self.port} -k {self.data} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            log = open(self.data / "server.log", "ab")  # noqa: SIM115  (the server's for life)
+            self.process = _popen(
+                [str(self.bin / "postgres"), "-D", str(self.data), "-h", "127.0.0.1"]
+                + ["-p", str(self.port), "-k", str(self.data), "-c", "fsync=off"]
+                + ["-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+                + ["-c", "max_connections=200"],
+                user=self.user,
+                cwd=self.root,
+                stdout=log,
+                stderr=log,
+                preexec_fn=_die_with_parent(signal.SIGINT),  # fast shutdown
             )
-            try:
-                self._run(
-                    str(self.bin / "pg_ctl"),
-                    *("-D", str(self.data), "-w", "-l", str(self.data / "server.log")),
-                    *("-o", options, "start"),
-                )
+            log.close()
+            if _wait_until(self.process, self._ready):
                 return
-            except RuntimeError:
-                if attempt == 2:  # the port was taken between our check and its bind
-                    raise
+            self._kill()
+            if attempt == 2:  # the port was taken between our check and its bind
+                log_text = (self.data / "server.log").read_text(errors="replace")
+                raise RuntimeError(f"postgres did not start: {log_text[-2000:]}")
+
+    def _ready(self) -> bool:
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        return len(lines) >= 8 and lines[7].strip() == "ready"
+
+    def _kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # fast shutdown: clients are cut off
+            try:
+                self.process.wait(timeout=START_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
     def stop(self) -> None:
         try:
-            if (self.data / "postmaster.pid").exists():
-                self._run(
-                    str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop"
-                )
+            self._kill()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -135,41 +198,34 @@ class RedisServer:
     def start(self) -> None:
         for attempt in range(3):
             self.port = _free_port()
-            self.process = subprocess.Popen(
+            self.process = _popen(
                 [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1"]
                 + ["--save", "", "--appendonly", "no", "--dir", str(self.dir)]
                 + ["--requirepass", REDIS_PASSWORD],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent(signal.SIGTERM),
             )
-            if self._wait_ready():
+            if _wait_until(self.process, self._ping):
                 return
             self.process.kill()
             self.process.wait()
             if attempt == 2:
                 raise RuntimeError("redis-server did not start")
 
-    def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT
-        assert self.process is not None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False  # it exited: most likely the port was taken meanwhile
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(f"AUTH {REDIS_PASSWORD}\r\nPING\r\n".encode())
-                    answer = b""
-                    while b"PONG" not in answer and len(answer) < 100:
-                        chunk = sock.recv(100)
-                        if not chunk:
-                            break
-                        answer += chunk
-                    if b"PONG" in answer:
-                        return True
-            except OSError:
-                pass
-            time.sleep(0.02)  # polling a condition with a deadline
-        return False
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(f"AUTH {REDIS_PASSWORD}\r\nPING\r\n".encode())
+                answer = b""
+                while b"PONG" not in answer and len(answer) < 100:
+                    chunk = sock.recv(100)
+                    if not chunk:
+                        break
+                    answer += chunk
+                return b"PONG" in answer
+        except OSError:
+            return False
 
     def stop(self) -> None:
         try:
