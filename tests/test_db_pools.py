@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import pathlib
+import re
 import warnings
 from collections.abc import Iterator
 
@@ -1074,3 +1075,66 @@ def test_benchmark_script_runs() -> None:
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "×" in line]
     assert len(rows) == 10, done.stdout  # five loops, CPU and wall each
     assert "| asyncpg | wall |" in done.stdout
+
+
+# -- pool health -------------------------------------------------------------------------
+
+HEALTH = """
+    import pytest, redis
+    from sqlalchemy import create_engine, text
+    from conftest import PG_URL, REDIS_URL
+
+    engine = create_engine(
+        PG_URL.replace("postgresql://", "postgresql+psycopg://"), pool_size=2, max_overflow=2
+    )
+    blocking = redis.Redis(
+        connection_pool=redis.BlockingConnectionPool.from_url(REDIS_URL, max_connections=4)
+    )
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _close():
+        yield
+        engine.dispose()
+        blocking.close()
+
+    def test_three_of_four_sqlalchemy():
+        conns = [engine.connect() for _ in range(3)]
+        for conn in conns:
+            conn.close()
+
+    def test_three_of_four_redis():
+        pubsubs = [blocking.pubsub() for _ in range(3)]
+        for pubsub in pubsubs:
+            pubsub.subscribe("news")
+        for pubsub in pubsubs:
+            pubsub.close()
+
+    def test_one_of_four():
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+    """
+
+
+def test_pool_health_of_db_pools(db_project: pytest.Pytester) -> None:
+    """A clean test that drives a pool to 3 of its 4 connections is warned about, once."""
+    db_project.makepyfile(test_health=HEALTH)
+    result = db_project.runpytest(
+        "--leak-check",
+        "--leak-check-pool-threshold=0.75",
+        "-W",
+        "default::pytest_connleak.PoolHealthWarning",
+    )
+    result.assert_outcomes(passed=3, warnings=2)
+    out = result.stdout.str()
+    assert re.search(
+        r"PoolHealthWarning: pool postgresql://postgres@127\.0\.0\.1:\d+/postgres reached 3 of 4 "
+        r"connections \(75%\) during test_three_of_four_sqlalchemy",
+        out,
+    ), out
+    assert re.search(
+        r"PoolHealthWarning: pool redis://127\.0\.0\.1:\d+/0 reached 3 of 4 connections \(75%\) "
+        r"during test_three_of_four_redis",
+        out,
+    ), out
+    assert "during test_one_of_four" not in out
+    no_secret(result)
