@@ -1138,3 +1138,39 @@ def test_pool_health_of_db_pools(db_project: pytest.Pytester) -> None:
     ), out
     assert "during test_one_of_four" not in out
     no_secret(result)
+
+
+ONE_REPORT = """
+    import pytest
+    from sqlalchemy import create_engine, text
+    from conftest import PG_URL
+    from held import HELD
+
+    engine = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+
+    @pytest.fixture(scope="module", autouse=True)
+    def _close_held():
+        yield
+        for conn in HELD:
+            conn.close()
+        engine.dispose()
+
+    def test_leak():
+        conn = engine.connect()
+        HELD.append(conn)
+        conn.execute(text("select 1"))
+
+    def test_zz_last():
+        pass
+    """
+
+
+def test_one_leak_one_report_with_the_socket_check(db_project: pytest.Pytester) -> None:
+    """The pool report accounts for the leaked connection's socket (matched by host:port)."""
+    db_project.makepyfile(test_one=ONE_REPORT)
+    result = db_project.runpytest("--leak-check", "--leak-check-sockets")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        leak_lines("test_leak", PG, "test_one.py:* in test_leak", SA_SYNC_HINT)
+    )
+    assert "socket" not in result.stdout.str().split("ERROR at teardown of test_leak")[1]
