@@ -1174,3 +1174,27 @@ def test_one_leak_one_report_with_the_socket_check(db_project: pytest.Pytester) 
         leak_lines("test_leak", PG, "test_one.py:* in test_leak", SA_SYNC_HINT)
     )
     assert "socket" not in result.stdout.str().split("ERROR at teardown of test_leak")[1]
+
+
+@pytest.mark.parametrize("poolclass", ["StaticPool", "SingletonThreadPool"])
+def test_shared_record_two_holders_is_not_a_leak(poolclass: str) -> None:
+    """These pools hand one connection to two holders at once and check it in once."""
+    from sqlalchemy import create_engine, pool, text
+
+    from pytest_connleak import no_leaks
+
+    engine = create_engine("sqlite://", poolclass=getattr(pool, poolclass))
+    try:
+        with no_leaks("two holders"):
+            first = engine.connect()
+            second = engine.connect()
+            first.execute(text("select 1"))
+            second.execute(text("select 1"))
+            first.close()
+            second.close()
+        with no_leaks("two holders, closed the other way round"):
+            first, second = engine.connect(), engine.connect()
+            second.close()
+            first.close()
+    finally:
+        engine.dispose()

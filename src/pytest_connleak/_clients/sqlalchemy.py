@@ -109,11 +109,16 @@ class SqlalchemyAdapter(Adapter):
             getcurrent = None
 
         engines: weakref.WeakSet[Any] = weakref.WeakSet()
-        # id(connection record) -> its open lease. Records live as long as their pool
-        # keeps them; every checkout of one is balanced by one checkin or detach.
-        open_by_record: dict[int, Lease] = {}
+        # id(connection record) -> its open lease(s). Records live as long as their pool
+        # keeps them; every checkout of one is balanced by one checkin or detach, except:
+        # StaticPool and SingletonThreadPool hand the same record to several holders at
+        # once, and check it in once, at the first close: then every lease of it goes
+        # back (a missed leak there is better than a false one).
+        open_by_record: dict[int, Lease | list[Lease]] = {}
         # Leases the garbage collector returned, settled outside the finaliser.
         collected: collections.deque[Lease] = collections.deque()
+        # Leases of a shared record checked in by a finaliser while their holder lives.
+        deferred: collections.deque[Lease] = collections.deque()
         async_pools = self._async_pools
 
         def origin_of(pool: Any, dbapi_connection: Any) -> str:
@@ -144,6 +149,8 @@ class SqlalchemyAdapter(Adapter):
 
         def settle() -> None:
             # Outside any finaliser: give back the slots of judged collected leases.
+            while deferred:
+                ledger.release_lease(deferred.popleft())
             for _ in range(len(collected)):
                 lease = collected.popleft()
                 if lease.owner is None:
@@ -163,7 +170,7 @@ class SqlalchemyAdapter(Adapter):
 
         def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
             try:
-                if collected:
+                if collected or deferred:
                     settle()
                 pool = proxy._pool
                 rec = ledger.known_record(pool)
@@ -182,22 +189,33 @@ class SqlalchemyAdapter(Adapter):
                 lease.hold(proxy)
                 if pool._dialect.is_async:  # cheaper than the WeakSet on every checkout
                     site_in_greenlet(lease)
-                open_by_record[id(record)] = lease
+                key = id(record)
+                held = open_by_record.setdefault(key, lease)
+                if held is not lease:  # a shared record (see above)
+                    if isinstance(held, list):
+                        held.append(lease)
+                    else:
+                        open_by_record[key] = [held, lease]
             except Exception:  # never break a checkout; the leak goes unseen instead
                 pass
 
         def returned(record: Any) -> None:
-            lease = open_by_record.pop(id(record), None)
-            if lease is None:
+            held = open_by_record.pop(id(record), None)
+            if held is None:
                 return
-            if lease.holder_collected:
-                # The fairy is gone: this is SQLAlchemy's finaliser, maybe inside one of
-                # our locked sections. Mark it (no lock) and settle it later.
-                lease.state = GC_RETURNED
-                collected.append(lease)
-                return
-            ledger.release_lease(lease)
-            if collected:
+            leases = held if isinstance(held, list) else (held,)
+            # A holder already collected means this is SQLAlchemy's finaliser, maybe inside
+            # one of our locked sections: take no lock, mark and settle at the next event.
+            in_finaliser = any(lease.holder_collected for lease in leases)
+            for lease in leases:
+                if lease.holder_collected:
+                    lease.state = GC_RETURNED
+                    collected.append(lease)
+                elif in_finaliser:
+                    deferred.append(lease)
+                else:
+                    ledger.release_lease(lease)
+            if not in_finaliser and (collected or deferred):
                 settle()
 
         def on_checkin(dbapi_connection: Any, record: Any) -> None:
