@@ -74,8 +74,8 @@ class AsyncpgAdapter(Adapter):
                             self, name, lambda: proxy_origin(proxy), lambda: _capacity(self)
                         )
                     open_leases[id(proxy)] = ledger.lease(rec, None)
-                except Exception:  # never break the pool; the leak goes unseen instead
-                    pass
+                except Exception as exc:  # never break the pool; reported at the end
+                    ledger.internal_error(name, "recording an acquire()", exc)
                 return proxy
 
             return _acquire

@@ -78,8 +78,8 @@ class PsycopgPoolAdapter(Adapter):
                     if is_async:
                         async_pools.add(rec)
                 ledger.lease(rec, conn)
-            except Exception:  # never break the pool; the leak goes unseen instead
-                pass
+            except Exception as exc:  # never break the pool; reported at the end
+                ledger.internal_error(name, "recording a getconn()", exc)
 
         def waits(pool: Any) -> None:
             rec = known(pool)
@@ -91,8 +91,8 @@ class PsycopgPoolAdapter(Adapter):
                 rec = known(pool)
                 if rec is not None:
                     ledger.release(rec, conn)
-            except Exception:
-                pass
+            except Exception as exc:
+                ledger.internal_error(name, "recording a putconn()", exc)
 
         def make_get(original: Callable[..., Any]) -> Callable[..., Any]:
             def getconn(self: Any, *args: Any, **kwargs: Any) -> Any:

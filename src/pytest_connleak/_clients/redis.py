@@ -119,8 +119,8 @@ class RedisAdapter(Adapter):
                     if is_async:
                         async_pools.add(rec)
                 open_leases[id(conn)] = ledger.lease(rec, conn)
-            except Exception:  # never break the pool; the leak goes unseen instead
-                pass
+            except Exception as exc:  # never break the pool; reported at the end
+                ledger.internal_error(name, "recording a get_connection()", exc)
 
         def waits(pool: Any) -> None:
             # Only a blocking pool makes a caller wait; the other raises at its limit.
@@ -140,8 +140,8 @@ class RedisAdapter(Adapter):
                     collected.append(lease)
                     return
                 ledger.release_lease(lease)
-            except Exception:
-                pass
+            except Exception as exc:
+                ledger.internal_error(name, "recording a release()", exc)
 
         def outermost(self: Any, attr: str, wrapper: Any) -> bool:
             # Count a call once: in the most derived of our wrappers that it goes through.

@@ -166,7 +166,8 @@ class SqlalchemyAdapter(Adapter):
             parent = getcurrent().parent
             frame = getattr(parent, "gr_frame", None)
             if frame is not None:
-                lease.site = ledger.capture_site(frame)
+                # The lease builds its site lazily from the walk it made; this one is better.
+                lease._site = ledger.capture_site(frame)
 
         def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
             try:
@@ -196,8 +197,8 @@ class SqlalchemyAdapter(Adapter):
                         held.append(lease)
                     else:
                         open_by_record[key] = [held, lease]
-            except Exception:  # never break a checkout; the leak goes unseen instead
-                pass
+            except Exception as exc:  # never break a checkout; reported at the end
+                ledger.internal_error("sqlalchemy", "recording a checkout", exc)
 
         def returned(record: Any) -> None:
             held = open_by_record.pop(id(record), None)
@@ -219,10 +220,10 @@ class SqlalchemyAdapter(Adapter):
                 settle()
 
         def on_checkin(dbapi_connection: Any, record: Any) -> None:
-            try:  # noqa: SIM105  (cheaper than contextlib.suppress on every checkin)
+            try:
                 returned(record)
-            except Exception:  # never break a checkin
-                pass
+            except Exception as exc:  # never break a checkin; reported at the end
+                ledger.internal_error("sqlalchemy", "recording a checkin", exc)
 
         on_detach = on_checkin  # a detach on purpose gives the slot up: not a leak
 
