@@ -73,7 +73,9 @@ class LeakAlarm:
     Attributes:
         event: ``"leaked"`` when a connection has been leased longer than the threshold;
             ``"returned"`` when a connection reported so was later given back.
-        client: the library whose pool it is (``"urllib3"``, ``"httpcore"``, ``"aiohttp"``).
+        client: the library whose pool it is (``"urllib3"``, ``"httpcore"``, ``"aiohttp"``,
+            and for database pools ``"sqlalchemy"``, ``"psycopg_pool"``, ``"redis"``,
+            ``"asyncpg"``).
         origin: the pool's ``scheme://host:port`` (never a user name or password).
         thread: the name of the thread that leased it, or ``<thread ID>`` when that
             thread had ended before the alarm fired (the ledger keeps thread ids).
