@@ -62,13 +62,15 @@ class PoolRecord:
     ``leased`` is how many are out now, ``high_water`` the most out at once since the
     pool was first seen, ``total_leases`` how many were handed out and ``waits`` how many
     requests found every connection leased and had to wait. ``peak`` is the most out at
-    once in the ledger's current usage window (see :meth:`Ledger.take_usage`).
+    once in the ledger's current usage window (see :meth:`Ledger.take_usage`), counting
+    only the leases taken in that window: a connection leaked earlier is not the window's.
     """
 
     __slots__ = (
         "__weakref__",
         "_base_leases",
         "_base_waits",
+        "_own",
         "_pool_ref",
         "_window",
         "block",
@@ -98,6 +100,8 @@ class PoolRecord:
         self._window = -1
         self._base_leases = 0
         self._base_waits = 0
+        # Leases taken in that window and still open: what ``peak`` is the maximum of.
+        self._own = 0
         self._pool_ref: Callable[[], Any] | None = None
 
     @property
@@ -123,9 +127,10 @@ class PoolRecord:
 class PoolUsage:
     """What one pool (or several of one origin and capacity) did during a usage window.
 
-    ``leases`` is how many connections were handed out, ``peak`` the most leased at once
-    (counting those already out when the window opened) and ``waits`` how many requests
-    had to wait for a free connection.
+    ``leases`` is how many connections were handed out, ``peak`` the most of those leased
+    at once (connections already out when the window opened, such as one an earlier test
+    leaked, do not count) and ``waits`` how many requests had to wait for a free
+    connection.
     """
 
     client: str
@@ -178,6 +183,7 @@ class Lease:
         "site",
         "state",
         "thread_name",
+        "window",
     )
 
     def __init__(
@@ -204,6 +210,8 @@ class Lease:
             except TypeError:  # objects with __slots__ and no __weakref__: remember nothing
                 pass
         self._holder_ref: Callable[[], object | None] | None = None
+        #: The ledger's usage window when the lease was taken (set by the ledger).
+        self.window = -1
 
     @property
     def origin(self) -> str:
@@ -370,14 +378,16 @@ class Ledger:
         with self._lock:
             if rec._window != self._window:
                 self._touch(rec)
+            lease.window = self._window
             self._open[id(lease)] = lease
             rec.leases.append(lease)
             leased = rec.leased = rec.leased + 1
             rec.total_leases += 1
             if leased > rec.high_water:
                 rec.high_water = leased
-            if leased > rec.peak:
-                rec.peak = leased
+            own = rec._own = rec._own + 1
+            if own > rec.peak:
+                rec.peak = own
         return lease
 
     def find(self, rec: PoolRecord, conn: object) -> Lease | None:
@@ -406,6 +416,8 @@ class Ledger:
                 if ref is not None and ref() is conn:  # the usual case: the newest lease
                     lease = leases.pop()
                     rec.leased -= 1
+                    if lease.window == self._window:
+                        rec._own -= 1
                     del self._open[id(lease)]
                     return lease
                 for i in range(len(leases) - 1, -1, -1):
@@ -425,6 +437,8 @@ class Ledger:
                     found = len(leases) - 1
             lease = leases.pop(found)
             rec.leased -= 1
+            if lease.window == self._window:
+                rec._own -= 1
             self._open.pop(id(lease), None)
             return lease
 
@@ -438,6 +452,8 @@ class Ledger:
             except ValueError:  # pragma: no cover - the two indexes never disagree
                 return
             lease.pool.leased -= 1
+            if lease.window == self._window:
+                lease.pool._own -= 1
 
     def note_wait(self, rec: PoolRecord) -> None:
         """Record that a request had to wait for a free slot of *rec*'s pool."""
@@ -454,7 +470,10 @@ class Ledger:
         rec._window = self._window
         rec._base_leases = rec.total_leases
         rec._base_waits = rec.waits
-        rec.peak = rec.leased
+        # Only this window's own leases count toward its peak: a connection an earlier
+        # test leaked (still leased) is not this test's doing.
+        rec._own = 0
+        rec.peak = 0
         self._touched[id(rec)] = rec
 
     def _reap(self) -> None:
