@@ -12,12 +12,11 @@ import pytest
 from ._checker import policy as _policy
 from ._checker import socket_check as _sockets
 from ._checker.policy import POLICY_KEY, configure_policy
-from ._checker.settings import add_options, parse_allow_leaks, resolve_settings
+from ._checker.settings import SETTINGS_KEY, add_options, parse_allow_leaks, resolve_settings
 from ._checker.summary import write_summary
 from ._checker.verdict import (
     CHECKER_KEY,
     REQUESTED_KEY,
-    SETTINGS_KEY,
     LeakCheck,
     activate,
     is_xdist_controller,

@@ -14,6 +14,7 @@ from .rules import PatternError, parse_rule
 
 __all__ = [
     "DEFAULT_POOL_THRESHOLD",
+    "SETTINGS_KEY",
     "add_options",
     "AllowLeaks",
     "Settings",
@@ -24,7 +25,8 @@ __all__ = [
 ]
 
 DEFAULT_POOL_THRESHOLD = 0.75
-"""Share of a pool's capacity at which a test gets a PoolHealthWarning."""
+"""Share of a pool's capacity at which a test's pool is marked in the pools table (and the
+test gets a PoolHealthWarning when pool warnings are on)."""
 
 _TRUE = ("1", "true", "yes", "on", "y", "t")
 _FALSE = ("0", "false", "no", "off", "n", "f", "")
@@ -37,8 +39,17 @@ class Settings:
     check_all: bool
     #: ``--leak-check-sockets`` / ini ``leak_check_sockets``: the socket check is on.
     check_sockets: bool = False
-    #: Warn when a test drives a pool to this share of its capacity, in (0, 1].
+    #: A test that drives a pool to this share of its capacity, in (0, 1], is marked in
+    #: the pools table (and warned, with ``pool_warnings``).
     pool_threshold: float = DEFAULT_POOL_THRESHOLD
+    #: ``--leak-check-pool-warnings`` / ini ``leak_check_pool_warnings``: emit
+    #: PoolHealthWarning. Off by default: a clean test is never failed by a warning
+    #: filter it did not ask for.
+    pool_warnings: bool = False
+
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+"""Where ``pytest_configure`` keeps this run's :class:`Settings` (``config.stash``)."""
 
 
 @dataclass(frozen=True)
@@ -104,10 +115,16 @@ def resolve_settings(config: pytest.Config) -> Settings:
     threshold = config.getoption("leak_check_pool_threshold", None)
     if threshold is None:
         threshold = config.getini("leak_check_pool_threshold")
+    pool_warnings = config.getoption("leak_check_pool_warnings", None)
+    if pool_warnings is None:
+        pool_warnings = parse_bool(
+            config.getini("leak_check_pool_warnings"), "leak_check_pool_warnings"
+        )
     return Settings(
         check_all=bool(option),
         check_sockets=bool(sockets),
         pool_threshold=parse_threshold(threshold, "leak_check_pool_threshold"),
+        pool_warnings=bool(pool_warnings),
     )
 
 
@@ -187,14 +204,36 @@ def add_options(parser: pytest.Parser) -> pytest.OptionGroup:
         dest="leak_check_pool_threshold",
         default=None,
         metavar="SHARE",
-        help="warn (PoolHealthWarning) when a checked test drives a connection pool to this "
-        "share of its capacity, a number in (0, 1]. Ini: leak_check_pool_threshold.",
+        help="mark a pool in the pools table (and warn, with --leak-check-pool-warnings) "
+        "when a checked test drives it to this share of its capacity, a number in (0, 1]. "
+        "Ini: leak_check_pool_threshold.",
     )
     parser.addini(
         "leak_check_pool_threshold",
         type="string",
         default=str(DEFAULT_POOL_THRESHOLD),
-        help="share of a pool's capacity, in (0, 1], at which a checked test gets a "
-        "PoolHealthWarning (default 0.75).",
+        help="share of a pool's capacity, in (0, 1], at which a checked test's pool is "
+        "marked in the pools table (and warned) (default 0.75).",
+    )
+    group.addoption(
+        "--leak-check-pool-warnings",
+        action="store_true",
+        dest="leak_check_pool_warnings",
+        default=None,
+        help="emit a PoolHealthWarning for each checked test that drives a pool to the "
+        "threshold or makes requests wait on a small pool (off by default: the pools "
+        "table marks them either way). Ini: leak_check_pool_warnings.",
+    )
+    group.addoption(
+        "--no-leak-check-pool-warnings",
+        action="store_false",
+        dest="leak_check_pool_warnings",
+        help="no PoolHealthWarning, overriding the leak_check_pool_warnings ini value.",
+    )
+    parser.addini(
+        "leak_check_pool_warnings",
+        type="string",
+        default="false",
+        help="emit PoolHealthWarning for pool health (true/false, default false).",
     )
     return group
