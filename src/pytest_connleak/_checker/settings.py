@@ -7,16 +7,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 
 from .rules import PatternError, parse_rule
 
+if TYPE_CHECKING:
+    from .verdict import LeakChecker
+
 __all__ = [
+    "CHECKER_KEY",
     "DEFAULT_POOL_THRESHOLD",
+    "REQUESTED_KEY",
     "SETTINGS_KEY",
     "add_options",
     "AllowLeaks",
+    "is_xdist_controller",
     "Settings",
     "parse_allow_leaks",
     "parse_bool",
@@ -50,6 +57,9 @@ class Settings:
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
 """Where ``pytest_configure`` keeps this run's :class:`Settings` (``config.stash``)."""
+# Here rather than in ``verdict``, so that a run that checks nothing never imports it.
+CHECKER_KEY: pytest.StashKey[LeakChecker] = pytest.StashKey()
+REQUESTED_KEY = pytest.StashKey[bool]()
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,12 @@ class AllowLeaks:
 
 
 ALLOW_LEAKS_ARGUMENTS = ("reason", "origins", "sites")
+
+
+def is_xdist_controller(config: pytest.Config) -> bool:
+    """Whether this process is a pytest-xdist controller, which runs no test."""
+    # The controller runs no test; patching it would only cost start-up time.
+    return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
 
 
 def parse_bool(value: object, name: str) -> bool:

@@ -23,16 +23,21 @@ from pytest_connleak._core.warnings import IncompatibleClientWarning
 
 from .health import USAGE_ATTR, warn_health
 from .policy import POLICY_KEY, allows_every_leak
-from .settings import SETTINGS_KEY
+from .settings import CHECKER_KEY, REQUESTED_KEY, SETTINGS_KEY, is_xdist_controller
 
-CHECKER_KEY = pytest.StashKey["LeakChecker"]()
-REQUESTED_KEY = pytest.StashKey[bool]()
+__all__ = [
+    "CHECKER_KEY",
+    "REQUESTED_KEY",
+    "SETTINGS_KEY",
+    "LeakCheck",
+    "LeakChecker",
+    "activate",
+    "is_watched",
+    "is_xdist_controller",
+    "should_check",
+]
+
 _USAGE_KEY = pytest.StashKey[list[PoolUsage]]()
-
-
-def is_xdist_controller(config: pytest.Config) -> bool:
-    # The controller runs no test; patching it would only cost start-up time.
-    return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
 
 
 def activate(config: pytest.Config) -> LeakChecker:
