@@ -266,17 +266,20 @@ class LeakChecker:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
+        excinfo = call.excinfo
+        if excinfo is None and call.when != "teardown":
+            return report  # setup and call, nothing raised: most reports
         if call.when == "teardown":
             usage = item.stash.get(_USAGE_KEY, None)
             if usage:
                 setattr(report, USAGE_ATTR, [u.to_dict() for u in usage])
         # Teardown's verdict, or assert_no_leaks() in the test itself.
-        if call.excinfo is not None and isinstance(call.excinfo.value, ConnectionLeakError):
+        if excinfo is not None and isinstance(excinfo.value, ConnectionLeakError):
             from .longrepr import leak_repr
 
             # Our frames say nothing useful to the user; the message says everything.
             path, line0, _ = item.location
-            report.longrepr = leak_repr(call.excinfo.value, self.rootdir, (path, (line0 or 0) + 1))
+            report.longrepr = leak_repr(excinfo.value, self.rootdir, (path, (line0 or 0) + 1))
         return report
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
