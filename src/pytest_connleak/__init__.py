@@ -13,6 +13,7 @@ from ._core.report import ConnectionLeakError
 from ._core.warnings import (
     ConnleakWarning,
     IncompatibleClientWarning,
+    InternalErrorWarning,
     LeakWarning,
     PoolHealthWarning,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "ConnectionLeakError",
     "ConnleakWarning",
     "IncompatibleClientWarning",
+    "InternalErrorWarning",
     "Lease",
     "LeakCheck",
     "LeakCheckMixin",

@@ -13,6 +13,7 @@ import pytest
 
 from ._checker import policy as _policy
 from ._checker import socket_check as _sockets
+from ._checker.internal import InternalErrors
 from ._checker.policy import POLICY_KEY, configure_policy
 from ._checker.settings import (
     CHECKER_KEY,
@@ -23,6 +24,7 @@ from ._checker.settings import (
     parse_allow_leaks,
     resolve_settings,
 )
+from ._core.ledger import ledger
 
 if TYPE_CHECKING:
     from ._checker.verdict import LeakCheck, LeakChecker
@@ -58,6 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     settings = resolve_settings(config)
     config.stash[SETTINGS_KEY] = settings
+    InternalErrors.register(config, ledger)
     config.stash[POLICY_KEY] = configure_policy(config)
     if settings.check_all and not is_xdist_controller(config):
         activate(config)
@@ -109,7 +112,6 @@ def leak_check(request: pytest.FixtureRequest) -> LeakCheck:
     ``assert_no_leaks()``. Make it autouse in a conftest.py to check a whole directory.
     """
     from ._checker.verdict import LeakCheck
-    from ._core.ledger import ledger
 
     checker = activate(request.config)
     request.node.stash[REQUESTED_KEY] = True

@@ -11,7 +11,14 @@ import pytest
 from .health import health_flags, usage_from_report
 from .settings import DEFAULT_POOL_THRESHOLD, SETTINGS_KEY
 
-__all__ = ["LEAK_PROPERTY", "PoolRow", "pool_rows", "write_pool_table", "write_summary"]
+__all__ = [
+    "LEAK_PROPERTY",
+    "PoolRow",
+    "pool_rows",
+    "write_internal_errors",
+    "write_pool_table",
+    "write_summary",
+]
 
 LEAK_PROPERTY = "connection_leak"
 """Name of the ``user_properties`` entry (and JUnit XML property) of each leak."""
@@ -164,3 +171,10 @@ def write_pool_table(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             "health: --leak-check-pool-warnings names the tests (PoolHealthWarning)"
         )
+
+
+def write_internal_errors(terminalreporter: pytest.TerminalReporter, lines: list[str]) -> None:
+    """The "connleak internal errors" section: one line per distinct failure of ours."""
+    terminalreporter.write_sep("=", "connleak internal errors", red=True)
+    for line in lines:
+        terminalreporter.write_line(f"INTERNAL ERROR (not a test failure): {line}")
