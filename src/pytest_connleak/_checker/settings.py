@@ -27,6 +27,7 @@ __all__ = [
     "Settings",
     "parse_allow_leaks",
     "parse_bool",
+    "parse_packages",
     "parse_threshold",
     "resolve_settings",
 ]
@@ -53,6 +54,9 @@ class Settings:
     #: PoolHealthWarning. Off by default: a clean test is never failed by a warning
     #: filter it did not ask for.
     pool_warnings: bool = False
+    #: ini ``leak_check_library_packages``: packages never a lease site, besides the SDKs
+    #: built in (``pytest_connleak._core.sdks.SDK_PACKAGES``).
+    library_packages: tuple[str, ...] = ()
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -141,7 +145,24 @@ def resolve_settings(config: pytest.Config) -> Settings:
         check_sockets=bool(sockets),
         pool_threshold=parse_threshold(threshold, "leak_check_pool_threshold"),
         pool_warnings=bool(pool_warnings),
+        library_packages=parse_packages(
+            config.getini("leak_check_library_packages"), "leak_check_library_packages"
+        ),
     )
+
+
+def parse_packages(values: Sequence[object], name: str) -> tuple[str, ...]:
+    """Check a list of importable package names (``my_sdk``, ``company.clients``)."""
+    packages = []
+    for value in values:
+        text = str(value).strip()
+        if not all(part.isidentifier() for part in text.split(".")):
+            raise pytest.UsageError(
+                f"{name}: {text!r} is not a package name; give importable names such as "
+                "my_sdk or company.clients, separated by spaces or newlines"
+            )
+        packages.append(text)
+    return tuple(packages)
 
 
 def parse_allow_leaks(marker: pytest.Mark, nodeid: str) -> AllowLeaks:
@@ -251,5 +272,13 @@ def add_options(parser: pytest.Parser) -> pytest.OptionGroup:
         type="string",
         default="false",
         help="emit PoolHealthWarning for pool health (true/false, default false).",
+    )
+    parser.addini(
+        "leak_check_library_packages",
+        type="args",
+        default=[],
+        help="packages whose frames are library code, never a lease site (your own SDK "
+        "wrappers); boto3, botocore, openai, anthropic, docker and other common SDKs are "
+        "built in.",
     )
     return group

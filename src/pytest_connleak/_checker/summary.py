@@ -12,6 +12,7 @@ from .health import health_flags, usage_from_report
 from .settings import DEFAULT_POOL_THRESHOLD, SETTINGS_KEY
 
 __all__ = [
+    "KNOWN_SDK_BEHAVIOUR",
     "LEAK_PROPERTY",
     "PoolRow",
     "pool_rows",
@@ -22,6 +23,9 @@ __all__ = [
 
 LEAK_PROPERTY = "connection_leak"
 """Name of the ``user_properties`` entry (and JUnit XML property) of each leak."""
+
+KNOWN_SDK_BEHAVIOUR = "known SDK behaviour"
+"""Status of a lease an SDK left open on its documented path, where no pool can run dry."""
 
 
 def write_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -56,7 +60,9 @@ def write_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 # A lease line ends "in function" when it counted, or "(why it did not)" when excused by an
 # ignore rule, allow_leaks or the baseline (see _policy).
-_STATUS = re.compile(r" \(((?:ignored|allowed|in baseline|recorded in baseline)(?:: .*)?)\)$")
+_STATUS = re.compile(
+    r" \(((?:ignored|allowed|in baseline|recorded in baseline|known SDK behaviour)(?:: .*)?)\)$"
+)
 
 
 def _status(line: str) -> str | None:

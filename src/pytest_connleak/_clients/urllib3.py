@@ -40,6 +40,10 @@ COLLECTED = (
 )
 
 
+#: ``Lease.state`` of a response closed by garbage collection, not by anyone's close().
+DROPPED = "dropped"
+
+
 def origin_of(pool: Any) -> str:
     """``scheme://host:port`` of a urllib3 connection pool."""
     scheme = getattr(pool, "scheme", None) or "http"
@@ -143,7 +147,10 @@ class Urllib3Adapter(Adapter):
                     pool = getattr(self, "_pool", None)
                     rec = known(pool) if conn is not None and pool is not None else None
                     if rec is not None:
-                        ledger.mark_closed(rec, conn, self, "closed")
+                        # IOBase's finalizer sets _finalizing before it calls close(): then
+                        # nobody closed the response, garbage collection did.
+                        dropped = getattr(self, "_finalizing", False)
+                        ledger.mark_closed(rec, conn, self, DROPPED if dropped else "closed")
                 except Exception as exc:
                     failed(name, "noting a closed response (HTTPResponse.close)", exc)
                 return result
