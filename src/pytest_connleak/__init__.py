@@ -8,25 +8,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._checker.verdict import LeakCheck
 from ._core.ledger import Lease, Site
 from ._core.report import ConnectionLeakError
 from ._core.warnings import (
     ConnleakWarning,
     IncompatibleClientWarning,
+    InternalErrorWarning,
     LeakWarning,
     PoolHealthWarning,
 )
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._checker.verdict import LeakCheck
     from ._runtime.api import LeakCheckMixin, no_leaks, pool_stats, track
     from ._upstreams.error_pages import error_page
     from ._upstreams.shapes import RESPONSE_SHAPES, ResponseShape
 
 # Imported on first use: pytest imports this package in every run, and most runs need
-# neither the plain-Python API nor the mock upstreams (werkzeug pages and shapes).
+# neither the plain-Python API nor the mock upstreams (werkzeug pages and shapes), and a
+# run that checks nothing needs no checker.
 _LAZY = {
+    "LeakCheck": "._checker.verdict",
     "LeakCheckMixin": "._runtime.api",
     "no_leaks": "._runtime.api",
     "pool_stats": "._runtime.api",
@@ -57,6 +60,7 @@ __all__ = [
     "ConnectionLeakError",
     "ConnleakWarning",
     "IncompatibleClientWarning",
+    "InternalErrorWarning",
     "Lease",
     "LeakCheck",
     "LeakCheckMixin",
