@@ -324,7 +324,8 @@ def test_verdict_under_every_fault(pytester: pytest.Pytester) -> None:
             "E   ConnectionLeakError: 1 connection leaked by test_urllib3[reset-drop] "
             "(still leased at teardown)",
             "E     http://127.0.0.1:* — leased at test_faults_inner.py:29 in test_urllib3",
-            "E     the response was closed or dropped without being released: *",
+            "E     the response was dropped without being closed; garbage collection closed its "
+            "socket, but the pool never got the connection back; *",
             "E   ConnectionLeakError: 1 connection leaked by test_requests[stall-drop] "
             "(still leased at teardown)",
             "E     http://127.0.0.1:* — leased at test_faults_inner.py:39 in test_requests",
