@@ -213,6 +213,7 @@ class Difference:
     off: Outcome
     on: Outcome
     confirmed: list[str] = field(default_factory=list)  # re-run results, "off -> on"
+    reproduced: bool = False
 
     def describe(self, outcome: Outcome) -> str:
         text = outcome.call
@@ -232,10 +233,9 @@ def differences(off: Run, on: Run) -> tuple[list[Difference], list[str]]:
         if a is None or b is None:
             diffs.append(Difference(test, a or Outcome("missing"), b or Outcome("missing")))
             continue
-        if a.call == b.call and a.teardown == b.teardown:
-            continue
-        if a.call == b.call and not a.teardown and b.leaked:
-            leaks.append(test)
+        if not differs(a, b):
+            if b.leaked and not a.teardown:
+                leaks.append(test)
             continue
         diffs.append(Difference(test, a, b))
     return diffs, leaks
@@ -256,30 +256,53 @@ def node_id(suite: Suite, test: str) -> str:
 REPO_SRC: dict[str, Path] = {}
 
 
+def differs(off: Outcome, on: Outcome) -> bool:
+    """True when *on* differs from *off* for another reason than a leak at teardown."""
+    if off.call == on.call and off.teardown == on.teardown:
+        return False
+    return not (off.call == on.call and not off.teardown and on.leaked)
+
+
+def _short(outcome: Outcome) -> str:
+    if not outcome.teardown:
+        return outcome.call
+    return outcome.call + (" + leak" if outcome.leaked else " + teardown error")
+
+
+def _rerun(python: Path, folder: Path, target: str, test: str) -> dict[str, Outcome]:
+    """Run *target* (a test, or its whole file) in both modes; *test*'s outcomes."""
+    outcomes = {}
+    for mode in MODES:
+        junit = folder / f".confirm-{mode}.xml"
+        cmd = [str(python), *PYTEST, *COMMON_ARGS, *MODES[mode], f"--junitxml={junit}", target]
+        subprocess.run(
+            cmd, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900
+        )
+        got = parse_junit(junit) if junit.exists() else {}
+        outcomes[mode] = got.get(test, Outcome("missing"))
+        junit.unlink(missing_ok=True)
+    return outcomes
+
+
 def confirm(python: Path, folder: Path, suite: Suite, diff: Difference, times: int) -> None:
-    """Re-run one differing test alone in both modes, *times* each, and record outcomes."""
+    """Re-run a differing test alone, *times* in each mode, then with its whole file.
+
+    A difference that does not come back alone may depend on an earlier test (something
+    it left behind, collected later): running the file shows that.
+    """
     test = node_id(suite, diff.test)
     for _ in range(times):
-        seen = []
-        for mode in MODES:
-            junit = folder / f".confirm-{mode}.xml"
-            cmd = [str(python), *PYTEST, *COMMON_ARGS, *MODES[mode], f"--junitxml={junit}"]
-            subprocess.run(
-                [*cmd, test],
-                cwd=folder,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=600,
-            )
-            got = parse_junit(junit) if junit.exists() else {}
-            outcome = next(iter(got.values()), Outcome("missing"))
-            seen.append(outcome.call + (" + teardown error" if outcome.teardown else ""))
-            junit.unlink(missing_ok=True)
-        diff.confirmed.append(" -> ".join(seen))
+        seen = _rerun(python, folder, test, diff.test)
+        diff.confirmed.append(f"alone: {_short(seen['off'])} -> {_short(seen['on'])}")
+        diff.reproduced = diff.reproduced or differs(seen["off"], seen["on"])
+    if not diff.reproduced:
+        seen = _rerun(python, folder, test.split("::", 1)[0], diff.test)
+        diff.confirmed.append(f"with its file: {_short(seen['off'])} -> {_short(seen['on'])}")
+        diff.reproduced = differs(seen["off"], seen["on"])
 
 
 def reproduces(diff: Difference) -> bool:
-    return any(off != on for off, on in (c.split(" -> ") for c in diff.confirmed))
+    return diff.reproduced
 
 
 # -- report --------------------------------------------------------------------------------
@@ -312,8 +335,8 @@ def report(results: list[tuple[Suite, Run, Run, list[Difference], list[str]]]) -
             out.append(f"  - off: {diff.describe(diff.off)}")
             out.append(f"  - on: {diff.describe(diff.on)}")
             if diff.confirmed:
-                verdict = "reproduces" if reproduces(diff) else "does not reproduce alone"
-                out.append(f"  - re-run alone (off -> on): {'; '.join(diff.confirmed)}: {verdict}")
+                verdict = "reproduces" if reproduces(diff) else "does not reproduce"
+                out.append(f"  - re-run (off -> on): {'; '.join(diff.confirmed)}: {verdict}")
     return "\n".join(out) + "\n"
 
 
