@@ -205,14 +205,35 @@ class AiohttpAdapter(Adapter):
 
             return __init__
 
+        release_params = inspect.signature(cls.__dict__["_release"]).parameters
+        should_close = release_params.get("should_close")
+        release_exact = (
+            tuple(release_params) == ("self", "key", "protocol", "should_close")
+            and should_close is not None
+            and should_close.kind is inspect.Parameter.KEYWORD_ONLY
+            and should_close.default is False
+        )
+
         def make_release_all(original: Callable[..., Any]) -> Callable[..., Any]:
-            def _release(self: Any, key: Any, protocol: Any, *a: Any, **kw: Any) -> Any:
+            if release_exact:
+                # The exact signature (3.10+), not *a/**kw: this runs on every request.
+                def _release(
+                    self: Any, key: Any, protocol: Any, *, should_close: bool = False
+                ) -> Any:
+                    try:
+                        return original(self, key, protocol, should_close=should_close)
+                    finally:
+                        give_back(self, key, protocol)
+
+                return _release
+
+            def _release_any(self: Any, key: Any, protocol: Any, *a: Any, **kw: Any) -> Any:
                 try:
                     return original(self, key, protocol, *a, **kw)
                 finally:
                     give_back(self, key, protocol)
 
-            return _release
+            return _release_any
 
         if direct:
             # Every connection handed out is a Connection made in connect(), and every

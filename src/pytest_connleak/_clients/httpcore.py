@@ -113,14 +113,13 @@ class HttpcoreAdapter(Adapter):
         async_pools = self._async_pools = OriginPools(ledger, self.name)
         # The open lease of each response stream, by id(stream), with a weak reference to
         # the stream: a dropped response is not kept alive by us (its lease stays open in
-        # the ledger: the pool still counts it). Not keyed by the weak reference: the cyclic
+        # the ledger: the pool still counts it). Not keyed by a weak reference: the cyclic
         # GC clears weak references before it runs finalizers, and a stream in a cycle (an
         # SDK's stream object and its generator) is closed by such a finalizer, after its
         # entry would be gone. An entry whose stream died unclosed stays until its id is
-        # reused by a new stream, which replaces it. No lock (a finalizer may close a
-        # stream on this very thread inside our own code): a set and a pop, each atomic,
-        # and a stream is closed once.
-        leases: dict[int, tuple[weakref.ref[Any], Lease]] = {}
+        # reused by a new stream, which replaces it. No lock: a set and a pop, each atomic
+        # (a finalizer may close a stream in the middle of our own code).
+        leases: dict[int, tuple[Callable[[], object | None], Lease]] = {}
         name = self.name
         failed = ledger.internal_error
 
@@ -166,8 +165,7 @@ class HttpcoreAdapter(Adapter):
                     ref, lease = entry
                     # None: the stream is being finalized by the cyclic GC (ids are unique
                     # among live objects, and it is alive: it is closing).
-                    alive = ref()
-                    if alive is stream or alive is None:
+                    if ref() is stream or ref() is None:
                         ledger.release_lease(lease)
             except Exception as exc:
                 failed(name, "recording a return (stream close)", exc)

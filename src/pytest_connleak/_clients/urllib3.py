@@ -99,12 +99,7 @@ class Urllib3Adapter(Adapter):
             def _get_conn(self: Any, timeout: Any = get_timeout) -> Any:
                 # Before the original only what cannot fail: a dict look-up and a compare.
                 rec = known_pool(id(self))
-                if (
-                    rec is not None
-                    and rec.block
-                    and rec.capacity is not None
-                    and rec.leased >= rec.capacity
-                ):
+                if rec is not None and rec.leased >= rec.wait_at:
                     try:
                         ledger.note_wait(rec)
                     except Exception as exc:

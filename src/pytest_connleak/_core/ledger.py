@@ -85,6 +85,7 @@ class PoolRecord:
         "origin",
         "peak",
         "total_leases",
+        "wait_at",
         "waits",
     )
 
@@ -109,6 +110,8 @@ class PoolRecord:
         #: ``[leased, capacity]`` over every record of the same pool object, for clients
         #: whose one pool serves several origins (the ledger keeps the count), else None.
         self.group: list[Any] | None = None
+        #: How many leased make the next request wait (a blocking pool at capacity).
+        self.wait_at = capacity if block and capacity is not None else sys.maxsize
         #: The weak reference to the connection returned last (see Ledger.lease).
         self.last_ref: Callable[[], object | None] | None = None
 
