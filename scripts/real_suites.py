@@ -214,6 +214,7 @@ class Difference:
     on: Outcome
     confirmed: list[str] = field(default_factory=list)  # re-run results, "off -> on"
     reproduced: bool = False
+    verdict: str = ""
 
     def describe(self, outcome: Outcome) -> str:
         text = outcome.call
@@ -287,18 +288,34 @@ def _rerun(python: Path, folder: Path, target: str, test: str) -> dict[str, Outc
 def confirm(python: Path, folder: Path, suite: Suite, diff: Difference, times: int) -> None:
     """Re-run a differing test alone, *times* in each mode, then with its whole file.
 
-    A difference that does not come back alone may depend on an earlier test (something
-    it left behind, collected later): running the file shows that.
+    A test whose outcome varies between runs in the same mode is flaky, not changed by the
+    plugin. A difference that does not come back alone may depend on an earlier test
+    (something it left behind, collected later): running the file shows that.
     """
     test = node_id(suite, diff.test)
+    offs, ons = [_short(diff.off)], [_short(diff.on)]
     for _ in range(times):
         seen = _rerun(python, folder, test, diff.test)
         diff.confirmed.append(f"alone: {_short(seen['off'])} -> {_short(seen['on'])}")
-        diff.reproduced = diff.reproduced or differs(seen["off"], seen["on"])
-    if not diff.reproduced:
-        seen = _rerun(python, folder, test.split("::", 1)[0], diff.test)
-        diff.confirmed.append(f"with its file: {_short(seen['off'])} -> {_short(seen['on'])}")
-        diff.reproduced = differs(seen["off"], seen["on"])
+        offs.append(_short(seen["off"]))
+        ons.append(_short(seen["on"]))
+    calls_off = {o.replace(" + leak", "") for o in offs}
+    calls_on = {o.replace(" + leak", "") for o in ons}
+    if len(calls_off) > 1 or len(calls_on) > 1:
+        diff.verdict = "flaky: its outcome varies from run to run in the same mode"
+        return
+    if calls_off != calls_on:
+        diff.verdict = "reproduces"
+        diff.reproduced = True
+        return
+    seen = _rerun(python, folder, test.split("::", 1)[0], diff.test)
+    diff.confirmed.append(f"with its file: {_short(seen['off'])} -> {_short(seen['on'])}")
+    diff.reproduced = differs(seen["off"], seen["on"])
+    diff.verdict = (
+        "reproduces with its file (an earlier test's leftovers)"
+        if diff.reproduced
+        else "does not reproduce"
+    )
 
 
 def reproduces(diff: Difference) -> bool:
@@ -335,8 +352,7 @@ def report(results: list[tuple[Suite, Run, Run, list[Difference], list[str]]]) -
             out.append(f"  - off: {diff.describe(diff.off)}")
             out.append(f"  - on: {diff.describe(diff.on)}")
             if diff.confirmed:
-                verdict = "reproduces" if reproduces(diff) else "does not reproduce"
-                out.append(f"  - re-run (off -> on): {'; '.join(diff.confirmed)}: {verdict}")
+                out.append(f"  - re-run (off -> on): {'; '.join(diff.confirmed)}: {diff.verdict}")
     return "\n".join(out) + "\n"
 
 
