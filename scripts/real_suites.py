@@ -288,12 +288,13 @@ def _rerun(python: Path, folder: Path, target: str, test: str) -> dict[str, Outc
 def confirm(python: Path, folder: Path, suite: Suite, diff: Difference, times: int) -> None:
     """Re-run a differing test alone, *times* in each mode, then with its whole file.
 
-    A test whose outcome varies between runs in the same mode is flaky, not changed by the
-    plugin. A difference that does not come back alone may depend on an earlier test
+    A test whose outcome varies between its runs alone in the same mode is flaky, not
+    changed by the plugin. A difference that does not come back alone may depend on an earlier test
     (something it left behind, collected later): running the file shows that.
     """
     test = node_id(suite, diff.test)
-    offs, ons = [_short(diff.off)], [_short(diff.on)]
+    offs: list[str] = []
+    ons: list[str] = []
     for _ in range(times):
         seen = _rerun(python, folder, test, diff.test)
         diff.confirmed.append(f"alone: {_short(seen['off'])} -> {_short(seen['on'])}")
