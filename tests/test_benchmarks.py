@@ -19,8 +19,13 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = output.read_text()
-    for heading in ("## Machine", "## Time", "## Memory"):
+    for heading in ("## Machine", "## Time", "## Start-up", "## Memory"):
         assert heading in results
-    for row in ("| urllib3, 200 requests |", "| requests, 200 requests |", "trivial tests"):
+    for client in ("urllib3", "requests", "httpx (sync)", "httpx (async)", "aiohttp"):
+        assert f"| {client}, 100 requests |" in results
+    for row in ("trivial tests", "one-request tests", "start-up, pytest --co on one test"):
         assert row in results
-    assert "| one PoolManager, keep-alive | 1,000: " in results
+    # Both estimates, min and median over rounds, are printed for every timed figure.
+    assert "| CPU ratio, min | CPU ratio, median |" in results
+    assert "| one PoolManager, keep-alive requests | 1,000: 1 objects, " in results
+    assert "a new pool per lease, dropped at once" in results

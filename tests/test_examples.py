@@ -52,7 +52,7 @@ EXPECTED = {
                 f"test_leaks.py::{name}": f"test_leaks.py:{name}"
                 for name in ("test_status_only", "test_raise_for_status", "test_first_line_only")
             },
-            12,
+            16,
         ),
     ],
     "urllib3_pool": [

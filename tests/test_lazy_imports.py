@@ -40,3 +40,18 @@ def test_the_plugin_imports_neither_the_api_nor_the_mock_upstreams() -> None:
     ):
         assert f"'pytest_connleak.{lazy}'" not in out[0]
     assert out[1] == "True"
+
+
+def test_a_run_that_checks_nothing_loads_no_checker_and_no_asyncio() -> None:
+    # Start-up cost: the checker, the ledger's adapters and the clients' adapters load only
+    # when a test is checked; asyncio (about 20 ms) only if something else imports it.
+    code = (
+        "import sys, pytest_connleak.plugin\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('pytest_connleak.', 'asyncio'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    for lazy in ("_checker.verdict", "_checker.longrepr", "_core.adapters", "_clients."):
+        assert f"'pytest_connleak.{lazy}" not in out
+    assert "'asyncio" not in out

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pytest_connleak._checker.health import health_messages
 from pytest_connleak._core.ledger import PoolUsage
 
-# In-process pytester runs inherit this suite's "error" filter, which would turn every
-# PoolHealthWarning into a teardown error; users get a warning by default, so do we.
-AS_WARNING = ("-W", "default::pytest_connleak.PoolHealthWarning")
+# Pool warnings are opt-in. In-process pytester runs inherit this suite's "error" filter,
+# which would turn each into a teardown error: these tests ask for plain warnings.
+AS_WARNING = ("--leak-check-pool-warnings", "-W", "default::pytest_connleak.PoolHealthWarning")
 
 HOLD = """
 import pytest, urllib3
@@ -115,7 +117,10 @@ def test_checked(url, leak_check):
 def test_warning_as_error_fails_teardown(base_conftest: pytest.Pytester) -> None:
     base_conftest.makepyfile(HOLD.format(held=3))
     result = base_conftest.runpytest(
-        "--leak-check", "-W", "error::pytest_connleak.PoolHealthWarning"
+        "--leak-check",
+        "--leak-check-pool-warnings",
+        "-W",
+        "error::pytest_connleak.PoolHealthWarning",
     )
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(
@@ -140,7 +145,10 @@ def test_leak_error_wins_over_warning_as_error(base_conftest: pytest.Pytester) -
         """
     )
     result = base_conftest.runpytest(
-        "--leak-check", "-W", "error::pytest_connleak.PoolHealthWarning"
+        "--leak-check",
+        "--leak-check-pool-warnings",
+        "-W",
+        "error::pytest_connleak.PoolHealthWarning",
     )
     result.assert_outcomes(passed=1, errors=1, warnings=1)
     result.stdout.fnmatch_lines(
@@ -336,7 +344,142 @@ def test_help_lists_the_threshold(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "  --leak-check-pool-threshold=SHARE",
-            "*warn (PoolHealthWarning) when a checked test drives a*",
+            "*mark a pool in the pools table (and warn, with*",
+            "  --leak-check-pool-warnings",
+            "*emit a PoolHealthWarning for each checked test that*",
             "*leak_check_pool_threshold (string):*",
+            "*leak_check_pool_warnings (string):*",
         ]
+    )
+
+
+# -- quiet by default ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["-W error", "filterwarnings = error"])
+def test_quiet_by_default_under_warnings_as_errors(
+    base_conftest: pytest.Pytester, how: str
+) -> None:
+    # A busy pool (4 of 4) and a small pool that made a request wait: both clean tests.
+    base_conftest.makepyfile(test_busy=HOLD.format(held=4), test_waits=WAITING.format(capacity=2))
+    if how == "-W error":
+        # In-process: this suite's own "error" filter applies too.
+        result = base_conftest.runpytest("--leak-check", "-p", "no:cacheprovider", "-W", "error")
+    else:
+        base_conftest.makeini("[pytest]\nfilterwarnings = error\n")
+        result = base_conftest.runpytest_subprocess("--leak-check", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    result.stdout.no_fnmatch_line("*PoolHealthWarning: *")
+    # The table still shows pool health: each pool that crossed a rule is marked.
+    text = result.stdout.str()
+    busy = re.search(
+        r"(http://127\.0\.0\.1:\d+) +urllib3 +4 +0 +4/4 +0 +reached 75% in 1 test$", text, re.M
+    )
+    queued = re.search(
+        r"(http://127\.0\.0\.1:\d+) +urllib3 +3 +0 +2/2 +1 +reached 75% in 1 test; "
+        r"requests waited in 1 test$",
+        text,
+        re.M,
+    )
+    assert busy and queued, text
+    result.stdout.fnmatch_lines(
+        [
+            "pool * client * leases * leaks * high-water/capacity * waits * health",
+            "health: --leak-check-pool-warnings names the tests (PoolHealthWarning)",
+        ]
+    )
+
+
+def test_quiet_table_below_threshold(base_conftest: pytest.Pytester) -> None:
+    base_conftest.makepyfile(HOLD.format(held=2))
+    result = base_conftest.runpytest("--leak-check")
+    result.assert_outcomes(passed=1)
+    result.stdout.re_match_lines(
+        [r"pool +client +leases +leaks +high-water/capacity +waits$", r".* +2/4 +0$"]
+    )
+    result.stdout.no_fnmatch_line("health: *")
+
+
+@pytest.mark.parametrize(
+    ("ini", "args", "warned"),
+    [
+        ("leak_check_pool_warnings = true", [], True),
+        ("leak_check_pool_warnings = false", [], False),
+        ("", ["--leak-check-pool-warnings"], True),
+        ("leak_check_pool_warnings = true", ["--no-leak-check-pool-warnings"], False),
+    ],
+    ids=["ini-on", "ini-off", "option", "option-beats-ini"],
+)
+def test_pool_warnings_option_and_ini(
+    base_conftest: pytest.Pytester, ini: str, args: list[str], warned: bool
+) -> None:
+    base_conftest.makeini(f"[pytest]\n{ini}\nleak_check_pool_threshold = 0.5\n")
+    base_conftest.makepyfile(HOLD.format(held=2))
+    result = base_conftest.runpytest(
+        "--leak-check", *args, "-W", "default::pytest_connleak.PoolHealthWarning"
+    )
+    # The threshold applies with or without warnings: 2 of 4 reaches 50%.
+    if warned:
+        result.assert_outcomes(passed=1, warnings=1)
+        result.stdout.fnmatch_lines([warning_line(2, 4, "50%", "test_hold[2]", "50%")])
+        result.stdout.no_fnmatch_line("health: *")
+    else:
+        result.assert_outcomes(passed=1)
+        result.stdout.no_fnmatch_line("*PoolHealthWarning: *")
+        result.stdout.re_match_lines([r".* +2/4 +0 +reached 50% in 1 test$"])
+
+
+def test_bad_pool_warnings_ini_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_a(): pass")
+    pytester.makeini("[pytest]\nleak_check_pool_warnings = loud\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: leak_check_pool_warnings = 'loud' is not a boolean; use one of: true, "
+            "false (or 1/0, yes/no, on/off)"
+        ]
+    )
+
+
+# -- each test's own usage -------------------------------------------------------------------
+
+OWN_PEAK = """
+import pytest, urllib3
+
+@pytest.fixture(scope="module")
+def pool(url):
+    pool = urllib3.connection_from_url(url, maxsize=4, block=True)
+    yield pool
+    pool.close()
+
+@pytest.mark.allow_leaks(reason="the earlier test's leak")
+def test_leaks_one(pool):
+    pool.urlopen("GET", "/ok", preload_content=False)
+
+def test_two_at_once(pool):
+    held = [pool.urlopen("GET", "/ok", preload_content=False) for _ in range(2)]
+    for response in held:
+        assert response.read() == b"ok"
+
+def test_three_at_once(pool):
+    held = [pool.urlopen("GET", "/ok", preload_content=False) for _ in range(3)]
+    for response in held:
+        assert response.read() == b"ok"
+"""
+
+
+def test_a_leak_from_an_earlier_test_is_not_the_next_tests_peak(
+    base_conftest: pytest.Pytester,
+) -> None:
+    # One connection of the 4 stays leased from test_leaks_one: test_two_at_once has three
+    # out at its busiest (75%), but only two of them are its own (50%).
+    base_conftest.makepyfile(OWN_PEAK)
+    result = base_conftest.runpytest("--leak-check", *AS_WARNING)
+    result.assert_outcomes(passed=3, warnings=1)
+    result.stdout.fnmatch_lines([warning_line(3, 4, "75%", "test_three_at_once", "75%")])
+    result.stdout.no_fnmatch_line("*during test_two_at_once*")
+    # The table's high-water mark is the most one test held at once.
+    result.stdout.re_match_lines(
+        [r"http://127\.0\.0\.1:\d+ +urllib3 +6 +1 +3/4 +0 +reached 75% in 1 test$"]
     )

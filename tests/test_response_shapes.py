@@ -13,6 +13,8 @@ from pytest_httpserver import HTTPServer
 from pytest_connleak import RESPONSE_SHAPES, ResponseShape, error_page
 from pytest_connleak._upstreams.shapes import (
     CHUNKS,
+    CLOSE_BODY,
+    GARBAGE,
     LARGE_SIZE,
     SLOW_INTERVAL,
     SLOW_PIECES,
@@ -31,44 +33,56 @@ class Wire:
     headers_at: float
     arrivals: list[tuple[float, int]] = field(default_factory=list)  # (time, body bytes)
     eof: bool = False
+    raw: bytes = b""  # every byte, headers included (for what is not HTTP)
+    error: OSError | None = None  # how reading ended, if not with EOF
 
     def header(self, name: str) -> list[str]:
         return [v for k, v in self.headers if k.lower() == name.lower()]
 
 
-def raw_get(port: int, path: str) -> Wire:
-    """Send one HTTP/1.1 request and read until the server closes (or 10 s pass)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+def raw_get(port: int, path: str, timeout: float = 10) -> Wire:
+    """Send one HTTP/1.1 request and read until the server closes (or *timeout* passes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            piece = sock.recv(65536)
-            assert piece, "connection closed before the headers ended"
-            data += piece
-        headers_at = time.monotonic()
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        wire = Wire(
-            lines[0],
-            [(k, v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])],
-            body,
-            headers_at,
-        )
-        if body:
-            wire.arrivals.append((headers_at, len(body)))
-        while True:
-            piece = sock.recv(65536)
-            if not piece:
-                wire.eof = True
-                return wire
-            wire.arrivals.append((time.monotonic(), len(piece)))
-            wire.body += piece
+        wire = Wire("", [], b"", 0.0)
+        try:
+            while b"\r\n\r\n" not in wire.raw:
+                piece = sock.recv(65536)
+                if not piece:
+                    wire.eof = True
+                    return wire
+                wire.raw += piece
+            wire.headers_at = time.monotonic()
+            head, _, wire.body = wire.raw.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            wire.status_line = lines[0]
+            wire.headers = [
+                (k, v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])
+            ]
+            if wire.body:
+                wire.arrivals.append((wire.headers_at, len(wire.body)))
+            while True:
+                piece = sock.recv(65536)
+                if not piece:
+                    wire.eof = True
+                    return wire
+                wire.raw += piece
+                wire.arrivals.append((time.monotonic(), len(piece)))
+                wire.body += piece
+        except OSError as exc:  # a reset, or the timeout
+            wire.error = exc
+            return wire
 
 
 @pytest.fixture
 def served(lb_httpserver: HTTPServer, response_shape: ResponseShape) -> Wire:
     lb_httpserver.expect_request("/shape").respond_with_handler(response_shape)
-    return raw_get(lb_httpserver.port, "/shape")
+    return raw_get(lb_httpserver.port, "/shape", timeout=read_timeout(response_shape))
+
+
+def read_timeout(shape: ResponseShape) -> float:
+    # A stall outlasts any timeout a client sets: read it with a short one.
+    return 0.5 if shape.name == "stall" else 10
 
 
 def test_every_shape_is_listed() -> None:
@@ -81,10 +95,16 @@ def test_every_shape_is_listed() -> None:
         "slow",
         "close",
         "truncated",
+        "reset",
+        "stall",
+        "garbage",
+        "no_response",
     }
     for name, shape in RESPONSE_SHAPES.items():
         assert shape.name == name
         assert shape.handler is shape
+    faults = {name for name, shape in RESPONSE_SHAPES.items() if shape.fault}
+    assert faults == {"truncated", "reset", "stall", "garbage", "no_response"}
 
 
 def test_response_shape_ids_are_the_names(pytester: pytest.Pytester) -> None:
@@ -97,6 +117,14 @@ def test_response_shape_ids_are_the_names(pytester: pytest.Pytester) -> None:
 
 def test_shape_on_the_wire(served: Wire, response_shape: ResponseShape) -> None:
     name = response_shape.name
+    if name == "garbage":
+        assert served.raw == GARBAGE
+        assert served.eof
+        return
+    if name == "no_response":
+        assert served.raw == b""
+        assert served.eof
+        return
     if name == "html":
         page = error_page(403)
         assert served.status_line == "HTTP/1.1 403 Forbidden"
@@ -127,14 +155,29 @@ def test_shape_on_the_wire(served: Wire, response_shape: ResponseShape) -> None:
         assert served.arrivals[-1][0] - served.headers_at >= SLOW_INTERVAL * (SLOW_PIECES - 2)
         assert len(served.arrivals) >= 3  # in pieces, not in one go
     elif name == "close":
-        assert "close" in served.header("Connection")
-        assert served.body == b"this connection closes after the response\n"
-    elif name == "truncated":
+        assert served.header("Connection") == ["close"]
+        assert served.body == CLOSE_BODY
+    elif name in ("truncated", "reset", "stall"):
         assert served.header("Content-Length") == [str(TRUNCATED_LENGTH)]
         assert len(served.body) == TRUNCATED_SENT < TRUNCATED_LENGTH
+        if name == "reset":
+            assert isinstance(served.error, ConnectionResetError)
+            return
+        if name == "stall":
+            assert isinstance(served.error, TimeoutError)  # silent, and still open
+            return
     else:  # pragma: no cover - a new shape needs a check here
         pytest.fail(f"no wire check for shape {name!r}")
     assert served.eof
+
+
+def test_every_header_once(served: Wire, response_shape: ResponseShape) -> None:
+    # werkzeug adds "Connection: close" to every answer; the close shape once sent it too.
+    names = [name.lower() for name, _ in served.headers]
+    assert len(names) == len(set(names)), names
+    if response_shape.name not in ("garbage", "no_response"):
+        assert served.status_line.startswith("HTTP/1.1 ")
+        assert names  # the check above looked at real headers
 
 
 def test_each_request_gets_a_new_response(
@@ -143,15 +186,20 @@ def test_each_request_gets_a_new_response(
     # A werkzeug response streaming from a generator is served once; a shape must work
     # for every request.
     lb_httpserver.expect_request("/again").respond_with_handler(response_shape)
-    first = raw_get(lb_httpserver.port, "/again")
-    second = raw_get(lb_httpserver.port, "/again")
+    first = raw_get(lb_httpserver.port, "/again", read_timeout(response_shape))
+    second = raw_get(lb_httpserver.port, "/again", read_timeout(response_shape))
     assert first.body == second.body
     assert first.status_line == second.status_line
+    assert [k for k, _ in first.headers] == [k for k, _ in second.headers]
 
 
 def test_with_status(lb_httpserver: HTTPServer, response_shape: ResponseShape) -> None:
     lb_httpserver.expect_request("/teapot").respond_with_handler(response_shape.with_status(418))
-    assert raw_get(lb_httpserver.port, "/teapot").status_line == "HTTP/1.1 418 I'm a teapot"
+    wire = raw_get(lb_httpserver.port, "/teapot", read_timeout(response_shape))
+    if response_shape.name in ("garbage", "no_response"):
+        assert wire.raw == (GARBAGE if response_shape.name == "garbage" else b"")
+    else:
+        assert wire.status_line == "HTTP/1.1 418 I'm a teapot"
     assert response_shape.with_status(418).name == response_shape.name
 
 
@@ -178,19 +226,30 @@ def url(request, lb_httpserver, load_balancer, response_shape):
     return upstream + "x"
 
 
-def test_requests_status_only(url):
-    assert requests.get(url, stream=True, timeout=10).status_code == 403
+def test_requests_status_only(url, response_shape):
+    try:
+        response = requests.get(url, stream=True, timeout=(10, 1))
+    except requests.RequestException:
+        assert response_shape.fault  # no answer at all: garbage, no_response, stall
+        return
+    assert response.status_code in (403, 502)  # 502: the proxy got no answer
 
 
-def test_urllib3_status_only(url):
+def test_urllib3_status_only(url, response_shape):
     pm = urllib3.PoolManager()
-    assert pm.request("GET", url, preload_content=False, retries=False, timeout=10).status
+    timeout = urllib3.Timeout(connect=10, read=1)
+    try:
+        response = pm.request("GET", url, preload_content=False, retries=False, timeout=timeout)
+    except urllib3.exceptions.HTTPError:
+        assert response_shape.fault
+        return
+    assert response.status in (403, 502)
 
 
 def test_requests_peek(url):
     # Logs the start of the error body: reaches EOF only when the body is short.
-    r = requests.get(url, stream=True, timeout=10)
     try:
+        r = requests.get(url, stream=True, timeout=(10, 1))
         next(r.iter_content(128), b"")
     except requests.RequestException:
         pass
@@ -198,8 +257,9 @@ def test_requests_peek(url):
 
 def test_urllib3_read(url):
     pm = urllib3.PoolManager()
-    r = pm.request("GET", url, preload_content=False, retries=False, timeout=10)
+    timeout = urllib3.Timeout(connect=10, read=1)
     try:
+        r = pm.request("GET", url, preload_content=False, retries=False, timeout=timeout)
         r.read()
     except urllib3.exceptions.HTTPError:
         pass
@@ -210,10 +270,13 @@ def test_leak_check_under_every_shape(pytester: pytest.Pytester) -> None:
     """Measured with urllib3 2.x and requests 2.3x: which shapes leave the lease taken.
 
     A response whose status alone was looked at is leaked under every shape, framing and
-    all (empty, chunked, Connection: close, cut short). Reading the body releases it
-    under every shape, truncated included (urllib3's error path gives the slot back).
-    Reading 128 bytes releases it only when that reaches the end of the body; through
-    the load balancer every 403 carries nginx's 548-byte page, so it never does.
+    all (empty, chunked, Connection: close, cut short, reset or stalled mid-body). Reading
+    the body releases it under every shape, the faults included (urllib3's error path
+    gives the slot back). Reading 128 bytes releases it only when that reaches the end
+    of the body; through the load balancer every 403 carries nginx's 548-byte page, so
+    it never does. No response, no lease: ``garbage`` and ``no_response`` direct raise at
+    the request (the proxy answers them with a 502 page), and ``stall`` through the
+    proxy times out before the headers (the proxy waits for the whole 403 body).
     """
     pytester.makeini(
         """
@@ -230,13 +293,18 @@ def test_leak_check_under_every_shape(pytester: pytest.Pytester) -> None:
         if line.startswith("ERROR test_matrix.py::")
     }
     shapes = list(RESPONSE_SHAPES)
+    answered = {
+        "direct": [s for s in shapes if s not in ("garbage", "no_response")],
+        "proxied": [s for s in shapes if s != "stall"],
+    }
     expected = {
         f"test_{c}_status_only[{w}-{s}]"
         for c in ("requests", "urllib3")
         for w in ("direct", "proxied")
-        for s in shapes
+        for s in answered[w]
     }
-    expected |= {f"test_requests_peek[proxied-{s}]" for s in shapes}
-    expected |= {f"test_requests_peek[direct-{s}]" for s in ("html", "large", "truncated")}
+    expected |= {f"test_requests_peek[proxied-{s}]" for s in answered["proxied"]}
+    long_bodies = ("html", "large", "truncated", "reset", "stall")
+    expected |= {f"test_requests_peek[direct-{s}]" for s in long_bodies}
     assert sorted(leaked) == sorted(expected)
     result.assert_outcomes(passed=4 * 2 * len(shapes), errors=len(expected))

@@ -391,9 +391,13 @@ def test_real_consequence_blocking_pool(base_conftest: pytest.Pytester) -> None:
     unchecked = base_conftest.runpytest()
     unchecked.assert_outcomes(passed=1, failed=1)
     unchecked.stdout.fnmatch_lines(["E   *urllib3.exceptions.EmptyPoolError: *"])
-    # The victim waited for the one connection: pool health says so too (a warning).
+    # The victim waited for the one connection: pool health says so too (a warning, when
+    # asked for).
     checked = base_conftest.runpytest(
-        "--leak-check", "-W", "default::pytest_connleak.PoolHealthWarning"
+        "--leak-check",
+        "--leak-check-pool-warnings",
+        "-W",
+        "default::pytest_connleak.PoolHealthWarning",
     )
     checked.assert_outcomes(passed=1, failed=1, errors=1, warnings=1)
     checked.stdout.fnmatch_lines(["ERROR *::test_leaks - ConnectionLeak*"])

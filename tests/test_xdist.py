@@ -71,7 +71,7 @@ def project(base_conftest: pytest.Pytester) -> pytest.Pytester:
 
 
 def test_same_verdicts_and_one_merged_summary(project: pytest.Pytester) -> None:
-    args = ["--leak-check", "-rA", "-p", "no:randomly"]
+    args = ["--leak-check", "--leak-check-pool-warnings", "-rA", "-p", "no:randomly"]
     serial = project.runpytest_subprocess(*args)
     parallel = project.runpytest_subprocess(*args, "-n", "2")
 
@@ -94,15 +94,31 @@ def test_same_verdicts_and_one_merged_summary(project: pytest.Pytester) -> None:
     parallel.stdout.re_match_lines(
         [
             r"=+ connection pools =+$",
-            r"pool +client +leases +leaks +high-water/capacity +waits$",
-            # test_allowed's lease and leak count too: allowed, not unseen.
-            r"http://127\.0\.0\.1:\d+ +urllib3 +17 +4 +3/4 +0$",
+            r"pool +client +leases +leaks +high-water/capacity +waits +health$",
+            # test_allowed's lease and leak count too: allowed, not unseen. Pool health
+            # is judged on the controller from the workers' reports.
+            r"http://127\.0\.0\.1:\d+ +urllib3 +17 +4 +3/4 +0 +reached 75% in 2 tests$",
         ]
     )
+    parallel.stdout.no_fnmatch_line("health: *")
     parallel.stdout.fnmatch_lines(
         [
             "*PoolHealthWarning: pool http://127.0.0.1:* reached 3 of 4 connections (75%) "
             "during test_three_at_once (threshold 75%)"
+        ]
+    )
+
+
+def test_pool_health_is_quiet_by_default_under_xdist(project: pytest.Pytester) -> None:
+    project.makeini("[pytest]\nfilterwarnings = error\n")
+    result = project.runpytest_subprocess("--leak-check", "-n", "2", "-p", "no:cacheprovider")
+    # Only the two leaks: the busy pools are marked in the table, never warned.
+    result.assert_outcomes(passed=12, errors=2)
+    result.stdout.no_fnmatch_line("*PoolHealthWarning: *")
+    result.stdout.re_match_lines(
+        [
+            r"http://127\.0\.0\.1:\d+ +urllib3 +17 +4 +3/4 +0 +reached 75% in 2 tests$",
+            r"health: --leak-check-pool-warnings names the tests \(PoolHealthWarning\)$",
         ]
     )
 
@@ -151,7 +167,7 @@ def test_module_fixture_leak_with_loadfile(base_conftest: pytest.Pytester) -> No
         """,
         test_other="def test_other(): pass",
     )
-    args = ["--leak-check", "-rA", "-p", "no:randomly"]
+    args = ["--leak-check", "--leak-check-pool-warnings", "-rA", "-p", "no:randomly"]
     serial = base_conftest.runpytest_subprocess(*args)
     parallel = base_conftest.runpytest_subprocess(*args, "-n", "2", "--dist", "loadfile")
     serial.assert_outcomes(passed=6, errors=1)

@@ -12,9 +12,14 @@ from pytest_connleak import ResponseShape
 def test_status_check_under_every_shape(
     lb_httpserver: HTTPServer, response_shape: ResponseShape
 ) -> None:
-    # Runs once per shape: empty, html, json, large, chunked, slow, close, truncated.
+    # Runs once per shape: empty, html, json, large, chunked, slow, close, and the faults
+    # truncated, reset, stall, garbage, no_response.
     lb_httpserver.expect_request("/session").respond_with_handler(response_shape.with_status(403))
     url = lb_httpserver.url_for("/session")
-    with requests.Session() as session, session.get(url, stream=True) as response:
-        assert response.status_code == 403
+    with requests.Session() as session:
+        try:
+            with session.get(url, stream=True, timeout=10) as response:
+                assert response.status_code == 403
+        except requests.ConnectionError:
+            assert response_shape.fault  # garbage or no_response: no answer to close
     # --8<-- [end:shapes]

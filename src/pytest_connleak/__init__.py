@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._checker.verdict import LeakCheck
 from ._core.ledger import Lease, Site
 from ._core.report import ConnectionLeakError
 from ._core.warnings import (
@@ -21,14 +20,17 @@ from ._core.warnings import (
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._checker.verdict import LeakCheck
     from ._runtime.alarm import LeakAlarm
     from ._runtime.api import LeakCheckMixin, no_leaks, pool_stats, track
     from ._upstreams.error_pages import error_page
     from ._upstreams.shapes import RESPONSE_SHAPES, ResponseShape
 
 # Imported on first use: pytest imports this package in every run, and most runs need
-# neither the plain-Python API nor the mock upstreams (werkzeug pages and shapes).
+# neither the plain-Python API nor the mock upstreams (werkzeug pages and shapes), and a
+# run that checks nothing needs no checker.
 _LAZY = {
+    "LeakCheck": "._checker.verdict",
     "LeakAlarm": "._runtime.alarm",
     "LeakCheckMixin": "._runtime.api",
     "no_leaks": "._runtime.api",

@@ -7,23 +7,27 @@ The verdict lives in :mod:`pytest_connleak._checker.verdict`, the options in
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from ._checker import policy as _policy
 from ._checker import socket_check as _sockets
 from ._checker.internal import InternalErrors
 from ._checker.policy import POLICY_KEY, configure_policy
-from ._checker.settings import add_options, parse_allow_leaks, resolve_settings
-from ._checker.summary import write_summary
-from ._checker.verdict import (
+from ._checker.settings import (
     CHECKER_KEY,
     REQUESTED_KEY,
     SETTINGS_KEY,
-    LeakCheck,
-    activate,
+    add_options,
     is_xdist_controller,
+    parse_allow_leaks,
+    resolve_settings,
 )
 from ._core.ledger import ledger
+
+if TYPE_CHECKING:
+    from ._checker.verdict import LeakCheck, LeakChecker
 
 # Fixtures: pytest collects them from this module's namespace.
 from ._upstreams.fixtures import (  # noqa: F401
@@ -38,6 +42,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = add_options(parser)
     _policy.add_options(parser, group)  # mode, ignore rules, baseline
     _sockets.add_options(parser)  # --leak-check-sockets
+
+
+def activate(config: pytest.Config) -> LeakChecker:
+    # The checker, the ledger and the client adapters load only in a run that checks.
+    from ._checker.verdict import activate
+
+    return activate(config)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -88,6 +99,8 @@ def pytest_collection_modifyitems(
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     # On an xdist controller no checker is registered; the reports still carry the leaks.
     if terminalreporter.config.stash.get(CHECKER_KEY, None) is None:
+        from ._checker.summary import write_summary
+
         write_summary(terminalreporter)
 
 
@@ -98,6 +111,8 @@ def leak_check(request: pytest.FixtureRequest) -> LeakCheck:
     Returns a :class:`pytest_connleak.LeakCheck` with ``leased()`` and
     ``assert_no_leaks()``. Make it autouse in a conftest.py to check a whole directory.
     """
+    from ._checker.verdict import LeakCheck
+
     checker = activate(request.config)
     request.node.stash[REQUESTED_KEY] = True
     if ledger.owner is None:  # requested late, through getfixturevalue()

@@ -1,27 +1,30 @@
-"""Pool health: each checked test's pool usage, the two warning rules, and usage on reports.
+"""Pool health: the two rules, the warnings they give when asked for, usage on reports.
 
-The ledger counts; this module decides what is worth a :class:`PoolHealthWarning` and puts
-each test's usage on its teardown report, where the end-of-run summary (and pytest-xdist,
-which ships reports from the workers to the controller) finds it.
+The ledger counts; this module decides what is worth marking in the pools table and, with
+``--leak-check-pool-warnings``, a :class:`PoolHealthWarning`. The checker
+(``verdict.LeakChecker``) puts each test's usage on its teardown report, where the
+end-of-run summary (and pytest-xdist, which ships reports from the workers to the
+controller) finds it.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pytest
 
-from pytest_connleak._core.ledger import Ledger, PoolUsage
+from pytest_connleak._core.ledger import PoolUsage
 from pytest_connleak._core.warnings import PoolHealthWarning
 
 __all__ = [
     "SMALL_POOL",
     "USAGE_ATTR",
-    "PoolHealth",
+    "health_flags",
     "health_messages",
     "usage_from_report",
+    "warn_health",
 ]
 
 SMALL_POOL = 2
@@ -41,8 +44,6 @@ can be built from reports alone. It is not a ``user_properties`` entry: that wou
 JUnit XML property to every test that made a request.
 """
 
-_USAGE_KEY = pytest.StashKey[list[PoolUsage]]()
-
 
 def _percent(share: float) -> str:
     return f"{round(share * 100, 1):g}%"
@@ -60,16 +61,14 @@ def health_messages(usage: Iterable[PoolUsage], threshold: float, test: str) -> 
         capacity = u.capacity
         if capacity is None:
             continue
-        # "At least two at once": sequential code holds one connection at a time and a
-        # pool of one is full whenever it is used; neither is a pool running out.
-        # The small tolerance keeps 0.7 x 10 (7.000000000000001 in floats) reachable by 7.
-        if u.peak >= 2 and u.peak >= threshold * capacity - 1e-9:
+        reached, waited = health_flags(u, threshold)
+        if reached:
             messages.append(
                 f"pool {u.origin} reached {u.peak} of {capacity} connections "
                 f"({_percent(u.peak / capacity)}) during {test} "
                 f"(threshold {_percent(threshold)})"
             )
-        if u.waits and capacity <= SMALL_POOL:
+        if waited:
             requests = "1 request" if u.waits == 1 else f"{u.waits} requests"
             messages.append(
                 f"{requests} waited for a connection of pool {u.origin} "
@@ -77,6 +76,21 @@ def health_messages(usage: Iterable[PoolUsage], threshold: float, test: str) -> 
                 "requests queue"
             )
     return messages
+
+
+def health_flags(usage: PoolUsage, threshold: float) -> tuple[bool, bool]:
+    """Which rules *usage* breaks: (reached the threshold, made requests wait on a small pool).
+
+    The pools table marks a pool by these whether or not warnings are on.
+    """
+    capacity = usage.capacity
+    if capacity is None:
+        return False, False
+    # "At least two at once": sequential code holds one connection at a time and a
+    # pool of one is full whenever it is used; neither is a pool running out.
+    # The small tolerance keeps 0.7 x 10 (7.000000000000001 in floats) reachable by 7.
+    reached = usage.peak >= 2 and usage.peak >= threshold * capacity - 1e-9
+    return reached, bool(usage.waits) and capacity <= SMALL_POOL
 
 
 def usage_from_report(report: object) -> list[PoolUsage]:
@@ -91,93 +105,28 @@ def usage_from_report(report: object) -> list[PoolUsage]:
     return usage
 
 
-class PoolHealth:
-    """The pytest hooks of pool health, registered next to the leak checker."""
+def warn_health(
+    item: pytest.Item, usage: Iterable[PoolUsage], threshold: float, failed: bool
+) -> None:
+    """Emit *item*'s PoolHealthWarnings (only when the user asked for pool warnings).
 
-    def __init__(
-        self, ledger: Ledger, threshold: float, should_check: Callable[[pytest.Item], bool]
-    ) -> None:
-        self.ledger = ledger
-        self.threshold = threshold
-        self.should_check = should_check
-
-    @classmethod
-    def register(
-        cls,
-        config: pytest.Config,
-        ledger: Ledger,
-        threshold: float,
-        should_check: Callable[[pytest.Item], bool],
-    ) -> PoolHealth:
-        """Register the hooks for this run; unregistered when the run ends.
-
-        Call this after the leak checker is registered: the teardown wrapper must then be
-        the outer one, so that it sees the verdict and a warning turned into an error
-        cannot stop the verdict from being reached.
-        """
-        health = cls(ledger, threshold, should_check)
-        config.pluginmanager.register(health, "connleak-pool-health")
-
-        def unregister() -> None:
-            if config.pluginmanager.is_registered(health):
-                config.pluginmanager.unregister(health)
-
-        config.add_cleanup(unregister)
-        return health
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtestloop(self, session: pytest.Session) -> None:
-        # Open the first test's window: requests made at collection are no test's. Each
-        # teardown then opens the next test's window (there is nothing in between), which
-        # spares every test a setup hook.
-        self.ledger.take_usage()
-
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_teardown(
-        self, item: pytest.Item, nextitem: pytest.Item | None
-    ) -> Generator[None, None, None]:
-        __tracebackhide__ = True
+    A warning a filter turns into an error becomes this teardown's error, unless teardown
+    already *failed* (a leak): that error must not be replaced by ours. The others are
+    recorded as warnings, so none goes unseen.
+    """
+    __tracebackhide__ = True
+    name = item.name if isinstance(item, pytest.Function) else item.nodeid
+    error: PoolHealthWarning | None = None
+    for message in health_messages(usage, threshold, name):
+        warning = PoolHealthWarning(message)
         try:
-            result = yield
-        except BaseException:
-            self._finish(item, failed=True)
-            raise
-        self._finish(item, failed=False)
-        return result
-
-    def _finish(self, item: pytest.Item, failed: bool) -> None:
-        __tracebackhide__ = True
-        # After every fixture of this scope is finalised, so their requests count too.
-        usage = self.ledger.take_usage()
-        if not usage or not self.should_check(item):
-            return
-        item.stash[_USAGE_KEY] = usage
-        name = item.name if isinstance(item, pytest.Function) else item.nodeid
-        error: PoolHealthWarning | None = None
-        for message in health_messages(usage, self.threshold, name):
-            warning = PoolHealthWarning(message)
-            try:
+            item.warn(warning)
+        except PoolHealthWarning as raised:
+            if error is None and not failed:
+                error = raised
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", PoolHealthWarning)
                 item.warn(warning)
-            except PoolHealthWarning as raised:
-                # A filter made it an error. The first becomes this teardown's error,
-                # unless teardown already failed (a leak): that error must not be replaced
-                # by ours. The others are recorded as warnings, so none goes unseen.
-                if error is None and not failed:
-                    error = raised
-                    continue
-                with warnings.catch_warnings():
-                    warnings.simplefilter("always", PoolHealthWarning)
-                    item.warn(warning)
-        if error is not None:
-            raise error
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
-        if call.when == "teardown":
-            usage = item.stash.get(_USAGE_KEY, None)
-            if usage:
-                setattr(report, USAGE_ATTR, [u.to_dict() for u in usage])
-        return report
+    if error is not None:
+        raise error

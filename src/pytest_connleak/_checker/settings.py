@@ -7,15 +7,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 
 from .rules import PatternError, parse_rule
 
+if TYPE_CHECKING:
+    from .verdict import LeakChecker
+
 __all__ = [
+    "CHECKER_KEY",
     "DEFAULT_POOL_THRESHOLD",
+    "REQUESTED_KEY",
+    "SETTINGS_KEY",
     "add_options",
     "AllowLeaks",
+    "is_xdist_controller",
     "Settings",
     "parse_allow_leaks",
     "parse_bool",
@@ -25,7 +33,8 @@ __all__ = [
 ]
 
 DEFAULT_POOL_THRESHOLD = 0.75
-"""Share of a pool's capacity at which a test gets a PoolHealthWarning."""
+"""Share of a pool's capacity at which a test's pool is marked in the pools table (and the
+test gets a PoolHealthWarning when pool warnings are on)."""
 
 _TRUE = ("1", "true", "yes", "on", "y", "t")
 _FALSE = ("0", "false", "no", "off", "n", "f", "")
@@ -38,11 +47,23 @@ class Settings:
     check_all: bool
     #: ``--leak-check-sockets`` / ini ``leak_check_sockets``: the socket check is on.
     check_sockets: bool = False
-    #: Warn when a test drives a pool to this share of its capacity, in (0, 1].
+    #: A test that drives a pool to this share of its capacity, in (0, 1], is marked in
+    #: the pools table (and warned, with ``pool_warnings``).
     pool_threshold: float = DEFAULT_POOL_THRESHOLD
+    #: ``--leak-check-pool-warnings`` / ini ``leak_check_pool_warnings``: emit
+    #: PoolHealthWarning. Off by default: a clean test is never failed by a warning
+    #: filter it did not ask for.
+    pool_warnings: bool = False
     #: ini ``leak_check_library_packages``: packages never a lease site, besides the SDKs
     #: built in (``pytest_connleak._core.sdks.SDK_PACKAGES``).
     library_packages: tuple[str, ...] = ()
+
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+"""Where ``pytest_configure`` keeps this run's :class:`Settings` (``config.stash``)."""
+# Here rather than in ``verdict``, so that a run that checks nothing never imports it.
+CHECKER_KEY: pytest.StashKey[LeakChecker] = pytest.StashKey()
+REQUESTED_KEY = pytest.StashKey[bool]()
 
 
 @dataclass(frozen=True)
@@ -64,6 +85,12 @@ class AllowLeaks:
 
 
 ALLOW_LEAKS_ARGUMENTS = ("reason", "origins", "sites")
+
+
+def is_xdist_controller(config: pytest.Config) -> bool:
+    """Whether this process is a pytest-xdist controller, which runs no test."""
+    # The controller runs no test; patching it would only cost start-up time.
+    return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
 
 
 def parse_bool(value: object, name: str) -> bool:
@@ -108,10 +135,16 @@ def resolve_settings(config: pytest.Config) -> Settings:
     threshold = config.getoption("leak_check_pool_threshold", None)
     if threshold is None:
         threshold = config.getini("leak_check_pool_threshold")
+    pool_warnings = config.getoption("leak_check_pool_warnings", None)
+    if pool_warnings is None:
+        pool_warnings = parse_bool(
+            config.getini("leak_check_pool_warnings"), "leak_check_pool_warnings"
+        )
     return Settings(
         check_all=bool(option),
         check_sockets=bool(sockets),
         pool_threshold=parse_threshold(threshold, "leak_check_pool_threshold"),
+        pool_warnings=bool(pool_warnings),
         library_packages=parse_packages(
             config.getini("leak_check_library_packages"), "leak_check_library_packages"
         ),
@@ -208,15 +241,37 @@ def add_options(parser: pytest.Parser) -> pytest.OptionGroup:
         dest="leak_check_pool_threshold",
         default=None,
         metavar="SHARE",
-        help="warn (PoolHealthWarning) when a checked test drives a connection pool to this "
-        "share of its capacity, a number in (0, 1]. Ini: leak_check_pool_threshold.",
+        help="mark a pool in the pools table (and warn, with --leak-check-pool-warnings) "
+        "when a checked test drives it to this share of its capacity, a number in (0, 1]. "
+        "Ini: leak_check_pool_threshold.",
     )
     parser.addini(
         "leak_check_pool_threshold",
         type="string",
         default=str(DEFAULT_POOL_THRESHOLD),
-        help="share of a pool's capacity, in (0, 1], at which a checked test gets a "
-        "PoolHealthWarning (default 0.75).",
+        help="share of a pool's capacity, in (0, 1], at which a checked test's pool is "
+        "marked in the pools table (and warned) (default 0.75).",
+    )
+    group.addoption(
+        "--leak-check-pool-warnings",
+        action="store_true",
+        dest="leak_check_pool_warnings",
+        default=None,
+        help="emit a PoolHealthWarning for each checked test that drives a pool to the "
+        "threshold or makes requests wait on a small pool (off by default: the pools "
+        "table marks them either way). Ini: leak_check_pool_warnings.",
+    )
+    group.addoption(
+        "--no-leak-check-pool-warnings",
+        action="store_false",
+        dest="leak_check_pool_warnings",
+        help="no PoolHealthWarning, overriding the leak_check_pool_warnings ini value.",
+    )
+    parser.addini(
+        "leak_check_pool_warnings",
+        type="string",
+        default="false",
+        help="emit PoolHealthWarning for pool health (true/false, default false).",
     )
     parser.addini(
         "leak_check_library_packages",

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from .health import usage_from_report
+from .health import health_flags, usage_from_report
+from .settings import DEFAULT_POOL_THRESHOLD, SETTINGS_KEY
 
 __all__ = [
     "KNOWN_SDK_BEHAVIOUR",
@@ -80,6 +81,19 @@ class PoolRow:
     high_water: int = 0
     capacity: int | None = None
     waits: int = 0
+    #: How many tests drove one pool of this origin to the threshold, and how many made
+    #: requests wait on a small one (pool health's two rules).
+    busy_tests: int = 0
+    queued_tests: int = 0
+
+    def health(self, threshold: float) -> str:
+        """The pool health mark: which rule tests broke on this origin, and how often."""
+        marks = []
+        if self.busy_tests:
+            marks.append(f"reached {round(threshold * 100, 1):g}% in {_tests(self.busy_tests)}")
+        if self.queued_tests:
+            marks.append(f"requests waited in {_tests(self.queued_tests)}")
+        return "; ".join(marks)
 
     def cells(self) -> list[str]:
         capacity = "none" if self.capacity is None else str(self.capacity)
@@ -96,7 +110,13 @@ class PoolRow:
 _HEADER = ["pool", "client", "leases", "leaks", "high-water/capacity", "waits"]
 
 
-def pool_rows(reports: Iterable[object]) -> list[PoolRow]:
+def _tests(n: int) -> str:
+    return "1 test" if n == 1 else f"{n} tests"
+
+
+def pool_rows(
+    reports: Iterable[object], threshold: float = DEFAULT_POOL_THRESHOLD
+) -> list[PoolRow]:
     """One row per origin from teardown reports: their pool usage and their leaks.
 
     The high-water mark is the most connections one pool of that origin had out at once,
@@ -112,6 +132,9 @@ def pool_rows(reports: Iterable[object]) -> list[PoolRow]:
             row.clients.add(usage.client)
             row.leases += usage.leases
             row.waits += usage.waits
+            busy, queued = health_flags(usage, threshold)
+            row.busy_tests += busy
+            row.queued_tests += queued
             # The fullest pool wins; on a tie, the smaller capacity (the closer call).
             if (usage.peak, -(usage.capacity or 0)) > (row.high_water, -(row.capacity or 0)):
                 row.high_water, row.capacity = usage.peak, usage.capacity
@@ -127,19 +150,33 @@ def pool_rows(reports: Iterable[object]) -> list[PoolRow]:
 
 def write_pool_table(terminalreporter: pytest.TerminalReporter) -> None:
     """The "connection pools" section: one row per origin, when any test used a pool."""
+    settings = terminalreporter.config.stash.get(SETTINGS_KEY, None)
+    threshold = settings.pool_threshold if settings else DEFAULT_POOL_THRESHOLD
     reports = (r for reports in terminalreporter.stats.values() for r in reports)
-    rows = pool_rows(reports)
+    rows = pool_rows(reports, threshold)
     if not rows:
         return
-    table = [_HEADER] + [row.cells() for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(_HEADER))]
+    header = _HEADER
+    table = [row.cells() for row in rows]
+    marks = [row.health(threshold) for row in rows]
+    if any(marks):
+        # Pool health, quiet by default: the table marks the pools; the warnings that
+        # name each test are there for whoever asks (--leak-check-pool-warnings).
+        header = [*_HEADER, "health"]
+        table = [[*cells, mark] for cells, mark in zip(table, marks, strict=True)]
+    table = [header, *table]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     terminalreporter.write_sep("=", "connection pools")
     for line in table:
         cells = [
-            cell.ljust(width) if i < 2 else cell.rjust(width)
+            cell.ljust(width) if i < 2 or i >= len(_HEADER) else cell.rjust(width)
             for i, (cell, width) in enumerate(zip(line, widths, strict=True))
         ]
         terminalreporter.write_line("  ".join(cells).rstrip())
+    if any(marks) and not (settings and settings.pool_warnings):
+        terminalreporter.write_line(
+            "health: --leak-check-pool-warnings names the tests (PoolHealthWarning)"
+        )
 
 
 def write_internal_errors(terminalreporter: pytest.TerminalReporter, lines: list[str]) -> None:

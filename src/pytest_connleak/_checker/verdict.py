@@ -19,25 +19,28 @@ from pytest_connleak._core.adapters import (
     acquire_instrumentation,
     release_instrumentation,
 )
-from pytest_connleak._core.ledger import Lease, ledger
+from pytest_connleak._core.ledger import Lease, PoolUsage, ledger
 from pytest_connleak._core.report import ConnectionLeakError, format_leaks, lease_line
 from pytest_connleak._core.sdks import SDK_PACKAGES
 from pytest_connleak._core.warnings import IncompatibleClientWarning
 
-from .health import PoolHealth
-from .longrepr import leak_repr
+from .health import USAGE_ATTR, warn_health
 from .policy import POLICY_KEY, allows_every_leak
-from .settings import Settings
-from .summary import write_summary
+from .settings import CHECKER_KEY, REQUESTED_KEY, SETTINGS_KEY, is_xdist_controller
 
-SETTINGS_KEY = pytest.StashKey[Settings]()
-CHECKER_KEY = pytest.StashKey["LeakChecker"]()
-REQUESTED_KEY = pytest.StashKey[bool]()
+__all__ = [
+    "CHECKER_KEY",
+    "REQUESTED_KEY",
+    "SETTINGS_KEY",
+    "LeakCheck",
+    "LeakChecker",
+    "activate",
+    "is_watched",
+    "is_xdist_controller",
+    "should_check",
+]
 
-
-def is_xdist_controller(config: pytest.Config) -> bool:
-    # The controller runs no test; patching it would only cost start-up time.
-    return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
+_USAGE_KEY = pytest.StashKey[list[PoolUsage]]()
 
 
 def activate(config: pytest.Config) -> LeakChecker:
@@ -54,8 +57,6 @@ def activate(config: pytest.Config) -> LeakChecker:
         config.issue_config_time_warning(IncompatibleClientWarning(problem), stacklevel=2)
     config.add_cleanup(checker.close)
     config.pluginmanager.register(checker, "connleak-checker")
-    # After the checker: its teardown wrapper must be inside pool health's (see register).
-    PoolHealth.register(config, ledger, config.stash[SETTINGS_KEY].pool_threshold, is_watched)
     return checker
 
 
@@ -114,7 +115,13 @@ class FixtureOwner:
 
 
 class LeakChecker:
-    """Attributes leases to tests and fixtures, and judges them when their scope ends."""
+    """Attributes leases to tests and fixtures, and judges them when their scope ends.
+
+    Per test it costs one owner switch at setup and one look-up at teardown (the leases
+    and the pool usage of the test): the verdict and pool health share one teardown
+    wrapper and one report wrapper, and everything else waits until a leak or a busy
+    pool is actually found.
+    """
 
     def __init__(self, config: pytest.Config, instrumentation: Instrumentation) -> None:
         self.config = config
@@ -145,11 +152,17 @@ class LeakChecker:
 
     # -- attribution -------------------------------------------------------------------
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        # Open the first test's usage window: requests made at collection are no test's.
+        # Each teardown then opens the next test's (there is nothing in between).
+        ledger.take_usage()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        # A plain hook, not a wrapper: before pytest's own, which sets up the fixtures.
         ledger.owner = item.nodeid
         self._item = item
-        return (yield)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(
@@ -192,22 +205,50 @@ class LeakChecker:
         __tracebackhide__ = True
         try:
             result = yield
-        finally:
-            # After the yield every function-scoped fixture, and any wider scope ending
-            # here, has been finalised: what is still leased now was never given back.
-            leases = ledger.open_leases(item.nodeid)
-            if leases:
-                leases = _settled(item.nodeid)
-            ledger.disown(leases)
-            ledger.owner = None
-            self._item = None
-            pending = [(owner, held) for owner, held in self._pending if owner.watched]
-            self._pending = []
-        if not is_watched(item):
-            leases = []
-        if leases or pending:
-            self._judge(item, leases, pending)
+        except BaseException:
+            self._collect(item)
+            self._health(item, failed=True)
+            raise
+        leases, pending = self._collect(item)
+        try:
+            if leases or pending:
+                self._judge(item, leases, pending)
+        except BaseException:
+            self._health(item, failed=True)
+            raise
+        # After the verdict: a warning turned into an error must not stop it being reached.
+        self._health(item, failed=False)
         return result
+
+    def _collect(
+        self, item: pytest.Item
+    ) -> tuple[list[Lease], list[tuple[FixtureOwner, list[Lease]]]]:
+        # After the yield every function-scoped fixture, and any wider scope ending
+        # here, has been finalised: what is still leased now was never given back.
+        leases = ledger.open_leases(item.nodeid)
+        if leases:
+            # Only when something is still open: a cycle's finalizer may give it back.
+            leases = _settled(item.nodeid)
+            ledger.disown(leases)
+        ledger.owner = None
+        self._item = None
+        pending = self._pending
+        if pending:
+            pending = [(owner, held) for owner, held in pending if owner.watched]
+            self._pending = []
+        if leases and not is_watched(item):
+            leases = []
+        return leases, pending
+
+    def _health(self, item: pytest.Item, failed: bool) -> None:
+        __tracebackhide__ = True
+        # After every fixture of this scope is finalised, so their requests count too.
+        usage = ledger.take_usage()
+        if not usage or not is_watched(item):
+            return
+        item.stash[_USAGE_KEY] = usage
+        if self.settings.pool_warnings:
+            warn_health(item, usage, self.settings.pool_threshold, failed)
 
     def _judge(
         self,
@@ -246,13 +287,25 @@ class LeakChecker:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
-        if call.excinfo is not None and isinstance(call.excinfo.value, ConnectionLeakError):
+        excinfo = call.excinfo
+        if excinfo is None and call.when != "teardown":
+            return report  # setup and call, nothing raised: most reports
+        if call.when == "teardown":
+            usage = item.stash.get(_USAGE_KEY, None)
+            if usage:
+                setattr(report, USAGE_ATTR, [u.to_dict() for u in usage])
+        # Teardown's verdict, or assert_no_leaks() in the test itself.
+        if excinfo is not None and isinstance(excinfo.value, ConnectionLeakError):
+            from .longrepr import leak_repr
+
             # Our frames say nothing useful to the user; the message says everything.
             path, line0, _ = item.location
-            report.longrepr = leak_repr(call.excinfo.value, self.rootdir, (path, (line0 or 0) + 1))
+            report.longrepr = leak_repr(excinfo.value, self.rootdir, (path, (line0 or 0) + 1))
         return report
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        from .summary import write_summary
+
         write_summary(terminalreporter)
         for problem in self.instrumentation.escalated:
             terminalreporter.write_line(f"ERROR: IncompatibleClientWarning: {problem}", red=True)

@@ -64,13 +64,15 @@ class PoolRecord:
     ``leased`` is how many are out now, ``high_water`` the most out at once since the
     pool was first seen, ``total_leases`` how many were handed out and ``waits`` how many
     requests found every connection leased and had to wait. ``peak`` is the most out at
-    once in the ledger's current usage window (see :meth:`Ledger.take_usage`).
+    once in the ledger's current usage window (see :meth:`Ledger.take_usage`), counting
+    only the leases taken in that window: a connection leaked earlier is not the window's.
     """
 
     __slots__ = (
         "__weakref__",
         "_base_leases",
         "_base_waits",
+        "_own",
         "_pool_ref",
         "_window",
         "block",
@@ -103,6 +105,8 @@ class PoolRecord:
         self._window = -1
         self._base_leases = 0
         self._base_waits = 0
+        # Leases taken in that window and still open: what ``peak`` is the maximum of.
+        self._own = 0
         self._pool_ref: Callable[[], Any] | None = None
         #: ``[leased, capacity]`` over every record of the same pool object, for clients
         #: whose one pool serves several origins (the ledger keeps the count), else None.
@@ -135,9 +139,10 @@ class PoolRecord:
 class PoolUsage:
     """What one pool (or several of one origin and capacity) did during a usage window.
 
-    ``leases`` is how many connections were handed out, ``peak`` the most leased at once
-    (counting those already out when the window opened) and ``waits`` how many requests
-    had to wait for a free connection.
+    ``leases`` is how many connections were handed out, ``peak`` the most of those leased
+    at once (connections already out when the window opened, such as one an earlier test
+    leaked, do not count) and ``waits`` how many requests had to wait for a free
+    connection.
     """
 
     client: str
@@ -197,6 +202,7 @@ class Lease:
         "_state",
         "_thread",
         "_where",
+        "_window",
         "owner",
         "pool",
         "started",
@@ -220,6 +226,8 @@ class Lease:
         self._site = site
         self._where: _Where = (None, site.lineno, None, site.library)
         self._thread: int | str = thread_name
+        # The ledger's usage window when the lease was counted (set by the ledger).
+        self._window = -1
 
     @property
     def site(self) -> Site:
@@ -584,16 +592,19 @@ class Ledger:
                 if self._deferred:
                     self._drain()
                 # _add, inlined: this is the request path.
-                if rec._window != self._window:
+                window = self._window
+                if rec._window != window:
                     self._touch(rec)
+                lease._window = window
                 self._open[id(lease)] = lease
                 rec.leases.append(lease)
                 leased = rec.leased = rec.leased + 1
                 rec.total_leases += 1
                 if leased > rec.high_water:
                     rec.high_water = leased
-                if leased > rec.peak:
-                    rec.peak = leased
+                own = rec._own = rec._own + 1
+                if own > rec.peak:
+                    rec.peak = own
                 group = rec.group
                 if group is not None:
                     group[0] += 1
@@ -640,16 +651,19 @@ class Ledger:
 
     def _add(self, lease: Lease) -> None:
         rec = lease.pool
-        if rec._window != self._window:
+        window = self._window
+        if rec._window != window:
             self._touch(rec)
+        lease._window = window
         self._open[id(lease)] = lease
         rec.leases.append(lease)
         leased = rec.leased = rec.leased + 1
         rec.total_leases += 1
         if leased > rec.high_water:
             rec.high_water = leased
-        if leased > rec.peak:
-            rec.peak = leased
+        own = rec._own = rec._own + 1
+        if own > rec.peak:
+            rec.peak = own
         group = rec.group
         if group is not None:
             group[0] += 1
@@ -688,6 +702,8 @@ class Ledger:
                         leases.pop()
                         rec.last_ref = ref
                         rec.leased -= 1
+                        if lease._window == self._window:
+                            rec._own -= 1
                         group = rec.group
                         if group is not None:
                             group[0] -= 1
@@ -725,6 +741,8 @@ class Ledger:
                 found = len(leases) - 1
         lease = leases.pop(found)
         rec.leased -= 1
+        if lease._window == self._window:
+            rec._own -= 1
         group = rec.group
         if group is not None:
             group[0] -= 1
@@ -760,6 +778,8 @@ class Ledger:
         except ValueError:  # pragma: no cover - the two indexes never disagree
             return
         rec.leased -= 1
+        if lease._window == self._window:
+            rec._own -= 1
         group = rec.group
         if group is not None:
             group[0] -= 1
@@ -803,7 +823,10 @@ class Ledger:
         rec._window = self._window
         rec._base_leases = rec.total_leases
         rec._base_waits = rec.waits
-        rec.peak = rec.leased
+        # Only this window's own leases count toward its peak: a connection an earlier
+        # test leaked (still leased) is not this test's doing.
+        rec._own = 0
+        rec.peak = 0
         self._touched[id(rec)] = rec
 
     def _reap(self) -> None:
@@ -833,6 +856,12 @@ class Ledger:
         capacity and blocking mode). The pytest plugin calls this before the first test and
         at the end of each, so that each test sees only its own usage.
         """
+        if not (self._touched or self._retired or self._dead or self._deferred):
+            # No request since the last call (most tests): no lock, no closure. The window
+            # number has one writer, the caller; a lease racing with this lands in either
+            # window, as it would under the lock.
+            self._window += 1
+            return []
         usage: list[PoolUsage] = []
 
         def take() -> None:
@@ -888,6 +917,8 @@ class Ledger:
 
     def open_leases(self, owner: Hashable | None = None) -> list[Lease]:
         """Open leases, oldest first; only those of *owner* when it is given."""
+        if not self._open and not self._deferred:  # every test's teardown asks
+            return []
         with self._lock:
             self._settle()
             leases = list(self._open.values())

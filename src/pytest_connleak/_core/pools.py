@@ -10,7 +10,7 @@ answered by duck typing against each client's pool object, and every answer may 
 from __future__ import annotations
 
 import socket
-from asyncio.trsock import TransportSocket
+import sys
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -105,12 +105,16 @@ def _sockets_of(conn: Any, depth: int = 0) -> Iterator[Any]:
 
 def socket_fd(conn: Any) -> int | None:
     """The file descriptor of *conn*'s socket while it is open, else ``None``."""
+    # asyncio's socket wrapper, only if asyncio is loaded: importing it here would cost a
+    # run that never uses asyncio about 20 ms of start-up (the socket check imports this).
+    trsock = sys.modules.get("asyncio.trsock")
+    kinds = (socket.socket, trsock.TransportSocket) if trsock is not None else (socket.socket,)
     for sock in _sockets_of(conn):
         if isinstance(sock, int) and not isinstance(sock, bool):
             if sock >= 0:
                 return sock
             continue
-        if not isinstance(sock, socket.socket | TransportSocket):
+        if not isinstance(sock, kinds):
             continue
         try:
             fd = sock.fileno()

@@ -22,15 +22,32 @@ __all__ = ["lb_httpserver", "load_balancer", "response_shape"]
 
 #: The names of ``RESPONSE_SHAPES``, in order: the parameters of ``response_shape``, known
 #: without building the shapes (a test checks that the two agree).
-SHAPE_NAMES = ("empty", "html", "json", "large", "chunked", "slow", "close", "truncated")
+SHAPE_NAMES = (
+    "empty",
+    "html",
+    "json",
+    "large",
+    "chunked",
+    "slow",
+    "close",
+    "truncated",
+    "reset",
+    "stall",
+    "garbage",
+    "no_response",
+)
 
 
 @pytest.fixture(scope="session")
 def _connleak_lb() -> Iterator[HTTPServer]:
     from pytest_httpserver import HTTPServer
 
+    from .one_header import one_header_each
+
     server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
     server.start()
+    # Before any test connects: werkzeug would send "Server" twice with an error page.
+    one_header_each(server.server)
     try:
         yield server
     finally:
@@ -51,7 +68,8 @@ def lb_httpserver(_connleak_lb: HTTPServer) -> HTTPServer:
     served concurrently over HTTP/1.1); every test starts with no handlers and an empty
     log, as with pytest-httpserver's ``httpserver``. Use ``lb_httpserver.url_for("/")``
     for its URL. Werkzeug 3 closes the connection after every response; put the
-    ``load_balancer`` fixture in front of it for keep-alive connections.
+    ``load_balancer`` fixture in front of it for keep-alive connections. Each header is
+    sent once: werkzeug's own ``Server`` and ``Date`` give way to a response's.
     """
     _connleak_lb.clear()
     return _connleak_lb
@@ -64,7 +82,9 @@ def response_shape(request: pytest.FixtureRequest) -> ResponseShape:
     Returns a :class:`pytest_connleak.ResponseShape`: ``.name`` (also the test id, e.g.
     ``test_x[truncated]``), ``.status``, and the shape itself is the handler to pass to
     ``lb_httpserver.expect_request(...).respond_with_handler(response_shape)`` (or
-    ``.handler``). ``response_shape.with_status(403)`` answers 403 in that shape.
+    ``.handler``). ``response_shape.with_status(403)`` answers 403 in that shape. The
+    faults (``truncated``, ``reset``, ``stall``, ``garbage``, ``no_response``) have
+    ``.fault`` true: the client gets an exception instead of a whole answer.
     """
     from .shapes import RESPONSE_SHAPES
 

@@ -55,6 +55,10 @@ class _Server(ThreadingHTTPServer):
     # Non-daemon handler threads, so server_close() joins every one of them.
     daemon_threads = False
     block_on_close = True
+    # nginx's listen backlog. socketserver's default of 5 drops the SYNs of a burst of
+    # clients (200 asyncio tasks connecting at once), which then wait a second or more
+    # for their retransmission.
+    request_queue_size = 511
     proxy: ReverseProxy
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
