@@ -390,3 +390,24 @@ def test_story_the_load_balancer_page_exposes_the_leak(pytester: pytest.Pytester
     assert "test_against_the_mock" not in "\n".join(
         line for line in result.outlines if line.startswith("ERROR")
     )
+
+
+def test_idle_timeout_closes_a_silent_client(
+    lb_httpserver: HTTPServer, load_balancer: LoadBalancer
+) -> None:
+    lb_httpserver.expect_request("/ok").respond_with_data("ok")
+    url = load_balancer(lb_httpserver.url_for("/").rstrip("/"), idle_timeout=0.2)
+    client = connect(url)
+    client.request("GET", "/ok")
+    response = client.getresponse()
+    assert response.read() == b"ok"
+    assert response.getheader("Connection") != "close"  # kept alive, then
+    assert client.sock is not None
+    client.sock.settimeout(10)
+    assert client.sock.recv(1) == b""  # closed by the proxy once idle for 0.2 s
+    client.close()
+
+
+def test_idle_timeout_must_be_positive(lb_httpserver: HTTPServer) -> None:
+    with pytest.raises(ValueError, match="idle_timeout must be a positive number of seconds"):
+        ReverseProxy(lb_httpserver.url_for("/"), idle_timeout=0)

@@ -21,6 +21,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._checker.verdict import LeakCheck
+    from ._runtime.alarm import LeakAlarm
     from ._runtime.api import LeakCheckMixin, no_leaks, pool_stats, track
     from ._upstreams.error_pages import error_page
     from ._upstreams.shapes import RESPONSE_SHAPES, ResponseShape
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 # run that checks nothing needs no checker.
 _LAZY = {
     "LeakCheck": "._checker.verdict",
+    "LeakAlarm": "._runtime.alarm",
     "LeakCheckMixin": "._runtime.api",
     "no_leaks": "._runtime.api",
     "pool_stats": "._runtime.api",
@@ -62,6 +64,7 @@ __all__ = [
     "IncompatibleClientWarning",
     "InternalErrorWarning",
     "Lease",
+    "LeakAlarm",
     "LeakCheck",
     "LeakCheckMixin",
     "LeakWarning",

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import sys
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
@@ -204,6 +205,7 @@ class Lease:
         "_window",
         "owner",
         "pool",
+        "started",
     )
 
     def __init__(
@@ -216,6 +218,8 @@ class Lease:
     ) -> None:
         self.pool = pool
         self.owner = owner
+        #: When the slot was taken, in :func:`time.monotonic` seconds (the leak alarm's age).
+        self.started = time.monotonic()
         # A weak reference only: holding the connection would keep its socket open and
         # change what the code under test sees (a dropped response must still close it).
         self._conn_ref = _weak(conn)
@@ -316,6 +320,7 @@ def _site_of(
 
 
 _new_lease = object.__new__
+_monotonic = time.monotonic
 
 
 def _weak(obj: object | None) -> Callable[[], object | None] | None:
@@ -388,6 +393,8 @@ class Ledger:
         self._touched: dict[int, PoolRecord] = {}
         self._retired: dict[tuple[str, str, int | None, bool], PoolUsage] = {}
         self._dead: list[PoolRecord] = []
+        # What dead pools did over their whole life (retired_usage), whatever the windows.
+        self._gone: dict[tuple[str, str, int | None, bool], PoolUsage] = {}
         self._frame_cache: dict[str, str | None] = {}
         # Recent call paths to a lease site, newest first (see lease()); a new list on
         # every change, so that other threads iterate an unchanging one.
@@ -561,6 +568,7 @@ class Ledger:
         lease.owner = self.owner
         lease._where = where
         lease._thread = _get_ident()
+        lease.started = _monotonic()
         if conn is None:
             lease._conn_ref = None
         else:
@@ -828,9 +836,12 @@ class Ledger:
         dead = self._dead
         while dead:
             rec = dead.pop()
+            key = (rec.client, rec.origin, rec.capacity, rec.block)
+            life = PoolUsage(*key, rec.total_leases, rec.high_water, rec.waits)
+            gone = self._gone.get(key)
+            self._gone[key] = gone.merge(life) if gone is not None else life
             if self._touched.pop(id(rec), None) is rec:
                 usage = rec.usage()
-                key = (rec.client, rec.origin, rec.capacity, rec.block)
                 old = self._retired.get(key)
                 self._retired[key] = old.merge(usage) if old is not None else usage
         if len(self._all_pools) > self._prune_at:
@@ -931,6 +942,22 @@ class Ledger:
 
         self._update(collect)
         return alive
+
+    def retired_usage(self) -> list[PoolUsage]:
+        """What the pools that died did over their whole life, usage windows aside.
+
+        One entry per origin, capacity and blocking mode: ``leases`` and ``waits`` add up,
+        ``peak`` is the largest high-water mark. Bounded by the origins a process talks to,
+        however many pools come and go; the Prometheus collector's counters start here.
+        """
+        usage: list[PoolUsage] = []
+
+        def collect() -> None:
+            self._reap()
+            usage.extend(self._gone.values())
+
+        self._update(collect)
+        return usage
 
     def size(self) -> int:
         """How many objects the ledger holds: open leases, pool records, usage entries."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import logging
 import os
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from pytest_connleak._core.adapters import acquire_instrumentation, release_inst
 from pytest_connleak._core.ledger import Lease, ledger
 from pytest_connleak._core.pools import idle_connections, live_pools
 from pytest_connleak._core.report import ConnectionLeakError, format_leaks
+
+from .alarm import DEFAULT_POOL_THRESHOLD, LOGGER_NAME, POOL_ALERT_EVERY, LeakAlarm, Watchdog
+from .alarm import check_number as _check_number
 
 __all__ = ["LeakCheckMixin", "no_leaks", "pool_stats", "track"]
 
@@ -217,27 +221,101 @@ def pool_stats() -> list[dict[str, Any]]:
 class track:  # lower case: called like a function, like no_leaks
     """Track every pool from now on, outside any test: for services and scripts.
 
-    Call it once at start-up so that :func:`pool_stats` sees the pools a running service
-    uses (for a metrics or health endpoint); nothing is ever judged or raised. Stop with
-    :meth:`stop`, or use it as a context manager::
+    Call it once at start-up so that :func:`pool_stats` (and the Prometheus
+    ``PoolCollector``) see the pools a running service uses; nothing is ever raised into
+    the service. Stop with :meth:`stop`, or use it as a context manager::
 
-        tracking = pytest_connleak.track()
+        tracking = pytest_connleak.track(leak_threshold=30)
         ...
         json.dumps(pytest_connleak.pool_stats())
+
+    A checker thread (a daemon, started here unless both thresholds are ``None``) logs
+    through :mod:`logging` as the checks below find something; it only reads the
+    lease records, so requests cost what they cost with tracking alone.
+
+    Args:
+        leak_threshold: seconds a connection may stay leased before the leak alarm logs a
+            warning naming its pool, its age, the thread and the line that leased it (and,
+            if it comes back later, "previously reported connection returned after N s").
+            ``None`` (the default) turns the alarm off.
+        pool_threshold: share of a pool's capacity, in (0, 1], at which a live pool is worth
+            a warning (at least two connections leased at once, as in the test run); at
+            most one per origin every *pool_alert_every* seconds. Defaults to 0.75, the test
+            run's default; ``None`` turns it off.
+        logger: the :class:`logging.Logger`, or its name, to write to; defaults to
+            ``logging.getLogger("pytest_connleak")``.
+        on_leak: called with a :class:`LeakAlarm` for every alarm event, on the checker
+            thread. An exception it raises is logged once and otherwise ignored.
+        check_interval: seconds between checks; defaults to a quarter of *leak_threshold*,
+            at least 0.1 and at most 1.
+        pool_alert_every: seconds between two pool warnings for the same origin while it
+            stays above *pool_threshold* (default 300).
+
+    Raises:
+        ValueError: a threshold or interval that is not a positive number (a
+            *pool_threshold* above 1).
 
     Returns the object whose :attr:`problems` lists the clients that could not be tracked.
     """
 
     __module__ = "pytest_connleak"
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        leak_threshold: float | None = None,
+        *,
+        pool_threshold: float | None = DEFAULT_POOL_THRESHOLD,
+        logger: logging.Logger | str | None = None,
+        on_leak: Callable[[LeakAlarm], object] | None = None,
+        check_interval: float | None = None,
+        pool_alert_every: float = POOL_ALERT_EVERY,
+    ) -> None:
+        # Every argument is checked before anything is patched or started.
+        if leak_threshold is not None:
+            leak_threshold = _check_number(leak_threshold, "leak_threshold")
+        if pool_threshold is not None:
+            pool_threshold = _check_number(pool_threshold, "pool_threshold", upper=1)
+        if check_interval is not None:
+            check_interval = _check_number(check_interval, "check_interval")
+        pool_alert_every = _check_number(pool_alert_every, "pool_alert_every")
+        if on_leak is not None and not callable(on_leak):
+            raise ValueError(f"on_leak must be a callable, got {on_leak!r}")
+        if logger is None or isinstance(logger, str):
+            logger = logging.getLogger(logger or LOGGER_NAME)
+        elif not isinstance(logger, logging.Logger):
+            raise ValueError(f"logger must be a logging.Logger or a name, got {logger!r}")
+        self._watchdog: Watchdog | None = None
+        if leak_threshold is not None or pool_threshold is not None:
+            self._watchdog = Watchdog(
+                ledger,
+                leak_threshold=leak_threshold,
+                pool_threshold=pool_threshold,
+                logger=logger,
+                on_leak=on_leak,
+                check_interval=check_interval,
+                pool_alert_every=pool_alert_every,
+            )
         _, self.problems = acquire_instrumentation()
         self._active = True
+        if self._watchdog is not None:
+            self._watchdog.start()
+
+    def check(self) -> list[LeakAlarm]:
+        """Run the checks now (the thread runs them every ``check_interval``).
+
+        Logs what it finds, as the thread would, and returns the leak alarm's events; an
+        empty list once stopped or when both thresholds are ``None``.
+        """
+        if not self._active or self._watchdog is None:
+            return []
+        return self._watchdog.check()
 
     def stop(self) -> None:
-        """Stop tracking (the patches go once no test, block or tracker needs them)."""
+        """Stop the checker thread and tracking (the patches go once nothing needs them)."""
         if self._active:
             self._active = False
+            if self._watchdog is not None:
+                self._watchdog.stop()
             release_instrumentation()
 
     def __enter__(self) -> track:

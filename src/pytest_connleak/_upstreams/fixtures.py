@@ -74,7 +74,7 @@ def response_shape(request: pytest.FixtureRequest) -> ResponseShape:
 
 @pytest.fixture
 def load_balancer() -> Iterator[Callable[..., str]]:
-    """Factory: ``load_balancer(upstream_url, *, style="nginx") -> str``, a proxy's base URL.
+    """Factory: ``load_balancer(upstream_url, *, style="nginx", idle_timeout=75.0) -> str``.
 
     Each call starts a real reverse proxy on 127.0.0.1 in front of ``upstream_url`` (an
     ``http://`` URL; a path in it is prefixed to every request) and returns
@@ -84,15 +84,17 @@ def load_balancer() -> Iterator[Callable[..., str]]:
     *style* (see ``pytest_connleak.error_page``), keeping the status. An unreachable
     upstream is a 502 page. Client connections are kept alive whatever the upstream does
     (like nginx), idle upstream connections are reused, and requests are served
-    concurrently. Every proxy started is stopped at the end of the test, its threads
-    joined and its sockets closed.
+    concurrently; a client connection idle for *idle_timeout* seconds is closed (nginx's
+    ``keepalive_timeout``, 75 s by default), which leaves a leaked one in ``CLOSE_WAIT``
+    on the client's side. Every proxy started is stopped at the end of the test, its
+    threads joined and its sockets closed.
     """
     from .proxy import ReverseProxy
 
     proxies: list[ReverseProxy] = []
 
-    def start(upstream_url: str, *, style: str = "nginx") -> str:
-        proxy = ReverseProxy(upstream_url, style=style)
+    def start(upstream_url: str, *, style: str = "nginx", idle_timeout: float = 75.0) -> str:
+        proxy = ReverseProxy(upstream_url, style=style, idle_timeout=idle_timeout)
         proxies.append(proxy)
         return proxy.url
 

@@ -78,6 +78,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Per proxy: how long a kept-alive client may stay silent before it is closed.
+        self.connection.settimeout(self.server.proxy.idle_timeout)
         self.server.proxy._track_client(self.connection, add=True)
 
     def finish(self) -> None:
@@ -131,8 +133,15 @@ class _Handler(BaseHTTPRequestHandler):
 class ReverseProxy:
     """A running reverse proxy in front of *upstream_url*; :meth:`stop` ends it."""
 
-    def __init__(self, upstream_url: str, *, style: str = "nginx") -> None:
+    def __init__(
+        self, upstream_url: str, *, style: str = "nginx", idle_timeout: float = CLIENT_IDLE_TIMEOUT
+    ) -> None:
         check_style(style)
+        if not idle_timeout > 0:
+            raise ValueError(
+                f"idle_timeout must be a positive number of seconds, got {idle_timeout!r}"
+            )
+        self.idle_timeout = idle_timeout
         parts = urlsplit(upstream_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"upstream_url must be an http:// URL, got {upstream_url!r}")
