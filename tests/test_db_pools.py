@@ -1116,10 +1116,12 @@ HEALTH = """
 
 
 def test_pool_health_of_db_pools(db_project: pytest.Pytester) -> None:
-    """A clean test that drives a pool to 3 of its 4 connections is warned about, once."""
+    """A clean test that drives a pool to 3 of its 4 connections is warned about, once
+    (pool warnings are opt-in: --leak-check-pool-warnings)."""
     db_project.makepyfile(test_health=HEALTH)
     result = db_project.runpytest(
         "--leak-check",
+        "--leak-check-pool-warnings",
         "--leak-check-pool-threshold=0.75",
         "--leak-check-pool-warnings",  # pool health warns only when asked (issue 16)
         "-W",
