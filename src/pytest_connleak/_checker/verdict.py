@@ -23,7 +23,13 @@ from pytest_connleak._core.warnings import IncompatibleClientWarning
 
 from .health import PoolHealth
 from .longrepr import leak_repr
-from .policy import POLICY_KEY, allows_every_leak
+from .policy import (
+    POLICY_KEY,
+    allows_every_leak,
+    note_call_failed_by_leak,
+    note_early_report,
+    reported_early,
+)
 from .settings import Settings
 from .summary import write_summary
 
@@ -199,8 +205,11 @@ class LeakChecker:
         policy = item.config.stash[POLICY_KEY]
         parts = []
         everything: list[Lease] = []
-        # The policy records every lease for the summary and keeps those that count.
-        if leases and (counted := policy.sort(item, leases, item.nodeid)):
+        # The policy records every lease for the summary and keeps those that count;
+        # assert_no_leaks() may have reported some of them already.
+        early = reported_early(item, policy.mode)
+        counted = policy.sort(item, leases, item.nodeid) if leases else []
+        if counted := [lease for lease in counted if lease not in early]:
             parts.append(self.report(counted, name, "still leased at teardown"))
             everything += counted
         for owner, held in pending:
@@ -226,6 +235,8 @@ class LeakChecker:
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if call.excinfo is not None and isinstance(call.excinfo.value, ConnectionLeakError):
+            if call.when == "call":
+                note_call_failed_by_leak(item)
             # Our frames say nothing useful to the user; the message says everything.
             path, line0, _ = item.location
             report.longrepr = leak_repr(call.excinfo.value, self.rootdir, (path, (line0 or 0) + 1))
@@ -259,11 +270,24 @@ class LeakCheck:
         return ledger.open_leases(self._item.nodeid)
 
     def assert_no_leaks(self) -> None:
-        """Raise :class:`ConnectionLeakError` if this test holds any connection now."""
+        """Fail now if this test holds a connection that would fail it at teardown.
+
+        The teardown verdict's judgement, earlier: leases excused by ``leak_check_ignore``,
+        ``allow_leaks`` or the baseline pass, and in warn mode a
+        :class:`~pytest_connleak.LeakWarning` replaces the error. A lease reported here is
+        not reported again at teardown (it is still listed in the end-of-run summary).
+        """
         __tracebackhide__ = True
-        leases = self.leased()
-        if leases:
-            name = self._item.name
-            raise ConnectionLeakError(
-                self._checker.report(leases, name, "still leased at assert_no_leaks()"), leases
-            )
+        item = self._item
+        policy = item.config.stash[POLICY_KEY]
+        judged = policy.classify(item, self.leased(), item.nodeid)
+        early = reported_early(item, policy.mode)
+        leases = [lease for lease, why, _ in judged if why is None and lease not in early]
+        if not leases:
+            return
+        message = self._checker.report(leases, item.name, "still leased at assert_no_leaks()")
+        note_early_report(item, leases)
+        if policy.mode == "warn":
+            policy.warn(message, leases)
+            return
+        raise ConnectionLeakError(message, leases)
