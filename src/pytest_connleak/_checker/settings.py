@@ -5,6 +5,7 @@ Every bad value becomes a :class:`pytest.UsageError` that names what is valid.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ __all__ = [
     "DEFAULT_POOL_THRESHOLD",
     "add_options",
     "AllowLeaks",
+    "escalated_client_error",
     "Settings",
     "parse_allow_leaks",
     "parse_bool",
@@ -108,6 +110,22 @@ def resolve_settings(config: pytest.Config) -> Settings:
         check_all=bool(option),
         check_sockets=bool(sockets),
         pool_threshold=parse_threshold(threshold, "leak_check_pool_threshold"),
+    )
+
+
+def escalated_client_error(problem: str) -> pytest.UsageError:
+    """The usage error for an ``IncompatibleClientWarning`` the user made an error.
+
+    One line: which client, what its adapter expected, and how to run without tracking it.
+    """
+    match = re.match(r"pytest-connleak cannot track (\S+)", problem)
+    client = match.group(1) if match else "this client"
+    # The warning's "leaks through X will not be reported" is not what happens here.
+    what = problem.partition(f"; leaks through {client} will not be reported")[0]
+    return pytest.UsageError(
+        f"{what} (IncompatibleClientWarning is an error in this run); to go on without "
+        f"tracking {client}, let the warning through: "
+        "-W default::pytest_connleak.IncompatibleClientWarning"
     )
 
 

@@ -90,7 +90,8 @@ class PoolRow:
     waits: int = 0
 
     def cells(self) -> list[str]:
-        capacity = "none" if self.capacity is None else str(self.capacity)
+        # "-": an unbounded pool has no capacity to be measured against.
+        capacity = "-" if self.capacity is None else str(self.capacity)
         return [
             self.origin,
             ", ".join(sorted(self.clients)),

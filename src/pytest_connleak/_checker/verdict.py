@@ -30,7 +30,7 @@ from .policy import (
     note_early_report,
     reported_early,
 )
-from .settings import Settings
+from .settings import Settings, escalated_client_error
 from .summary import write_summary
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -52,9 +52,13 @@ def activate(config: pytest.Config) -> LeakChecker:
     instrumentation, problems = acquire_instrumentation()
     checker = LeakChecker(config, instrumentation)
     config.stash[CHECKER_KEY] = checker
-    for problem in problems:
-        config.issue_config_time_warning(IncompatibleClientWarning(problem), stacklevel=2)
     config.add_cleanup(checker.close)
+    for problem in problems:
+        try:
+            config.issue_config_time_warning(IncompatibleClientWarning(problem), stacklevel=2)
+        except IncompatibleClientWarning:
+            # Escalated by the user: a usage error, not an INTERNALERROR traceback.
+            raise escalated_client_error(problem) from None
     config.pluginmanager.register(checker, "connleak-checker")
     # After the checker: its teardown wrapper must be inside pool health's (see register).
     PoolHealth.register(config, ledger, config.stash[SETTINGS_KEY].pool_threshold, is_watched)
