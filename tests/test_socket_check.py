@@ -372,7 +372,10 @@ def test_without_psutil_it_is_a_usage_error(
     result = base_conftest.runpytest("--leak-check-sockets")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["ERROR: --leak-check-sockets needs psutil: pip install 'pytest-connleak[sockets]'"]
+        [
+            "ERROR: --leak-check-sockets needs psutil: pip install psutil "
+            "(the 'sockets' extra of pytest-connleak)"
+        ]
     )
     # Not asked for, not needed.
     base_conftest.runpytest("--leak-check").assert_outcomes(passed=1)
