@@ -32,7 +32,6 @@ __all__ = [
     "WARNED",
     "Policy",
     "add_options",
-    "allowed_everything",
     "configure_policy",
     "note_call_failed_by_leak",
     "note_early_report",
@@ -106,8 +105,8 @@ class Policy:
     ) -> list[tuple[Lease, str | None, str | None]]:
         """``(lease, why, baseline key)`` for each lease; *why* is None when it counts.
 
-        The same judgement for the teardown verdict and ``assert_no_leaks()``: ignore
-        rules, then ``allow_leaks`` (the closest marker only), then the baseline.
+        The same judgement for the teardown verdict and ``assert_no_leaks()``:
+        ``allow_leaks`` (the closest marker only), then the ignore rules, then the baseline.
         """
         if fixture_of is None:
             everything, marker_rules = _allowances(item)
@@ -284,10 +283,6 @@ def allows_every_leak(item: pytest.Item) -> bool:
     """Whether a bare ``allow_leaks`` marker (no origins, no sites) exempts all of *item*."""
     return _allowances(item)[0] is not None
 
-
-def allowed_everything(item: pytest.Item) -> AllowLeaks | None:
-    """The closest bare ``allow_leaks`` marker of *item*, if that is what its closest is."""
-    return _allowances(item)[0]
 
 
 def configure_policy(config: pytest.Config) -> Policy:
