@@ -11,6 +11,7 @@ import pytest
 from .health import usage_from_report
 
 __all__ = [
+    "KNOWN_SDK_BEHAVIOUR",
     "LEAK_PROPERTY",
     "SOCKET_PROPERTY",
     "PoolRow",
@@ -28,6 +29,9 @@ SOCKET_PROPERTY = "socket_leak"
 
 _KINDS = (LEAK_PROPERTY, SOCKET_PROPERTY)
 _KIND_NOUNS = {LEAK_PROPERTY: "connection", SOCKET_PROPERTY: "socket"}
+
+KNOWN_SDK_BEHAVIOUR = "known SDK behaviour"
+"""Status of a lease an SDK left open on its documented path, where no pool can run dry."""
 
 
 def write_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -66,9 +70,11 @@ def write_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 # A lease line ends "in function" when it counted, or "(why it did not fail the test)" when
-# excused by an ignore rule, allow_leaks or the baseline, or warned in warn mode (_policy).
+# excused by an ignore rule, allow_leaks, the baseline or a known SDK behaviour, or warned
+# in warn mode (_policy).
 _STATUS = re.compile(
-    r" \(((?:ignored|allowed|in baseline|recorded in baseline|warned)(?:: .*)?)\)$"
+    r" \(((?:ignored|allowed|in baseline|recorded in baseline|known SDK behaviour|warned)"
+    r"(?:: .*)?)\)$"
 )
 
 

@@ -1,4 +1,4 @@
-"""httpcore, and so httpx, sync and async: a lease is a response the pool handed out.
+"""httpcore and httpcore2 (httpx, httpx2), sync and async: a lease is a response handed out.
 
 ``ConnectionPool.handle_request`` (``AsyncConnectionPool.handle_async_request``) returns a
 response whose stream is a ``PoolByteStream`` (``ConnectionPoolByteStream`` before
@@ -11,10 +11,15 @@ client is closed, so the lease stays open too.
 One httpcore pool serves every origin; records are kept per (pool, origin) so that a
 report names the origin the user asked for. httpx's ``MockTransport`` (respx,
 pytest-httpx) never reaches a pool and is never seen here.
+
+httpcore2 (under httpx2, which the OpenAI and Anthropic SDKs use) keeps httpcore's pool,
+stream and method names; one adapter class serves both, parameterised by the package name,
+and each checks the internals of its own package (so a difference skips only that one).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 import weakref
@@ -25,7 +30,7 @@ from pytest_connleak._core.adapters import Adapter, Incompatible, Patcher, expec
 from pytest_connleak._core.ledger import Lease, Ledger, PoolRecord
 from pytest_connleak._core.origins import OriginPools, format_origin
 
-__all__ = ["HttpcoreAdapter"]
+__all__ = ["Httpcore2Adapter", "HttpcoreAdapter"]
 
 SYNC_HINT = (
     "close the response (response.close(), or use `with client.stream(...)`) or read its body"
@@ -88,8 +93,8 @@ class HttpcoreAdapter(Adapter):
         return hint
 
     def patch(self, ledger: Ledger, patcher: Patcher) -> None:
-        from httpcore._async import connection_pool as async_mod
-        from httpcore._sync import connection_pool as sync_mod
+        async_mod = importlib.import_module(f"{self.module}._async.connection_pool")
+        sync_mod = importlib.import_module(f"{self.module}._sync.connection_pool")
 
         sync_pool = sync_mod.ConnectionPool
         async_pool = async_mod.AsyncConnectionPool
@@ -102,9 +107,14 @@ class HttpcoreAdapter(Adapter):
 
         sync_pools = OriginPools(ledger, self.name)
         async_pools = self._async_pools = OriginPools(ledger, self.name)
-        # The open lease of each response stream; weak, so a dropped response is not kept
-        # alive by us (its lease stays open in the ledger: the pool still counts it).
-        leases: weakref.WeakKeyDictionary[object, Lease] = weakref.WeakKeyDictionary()
+        # The open lease of each response stream, by id(stream), with a weak reference to
+        # the stream: a dropped response is not kept alive by us (its lease stays open in
+        # the ledger: the pool still counts it). Not a WeakKeyDictionary: the cyclic GC
+        # clears weak references before it runs finalizers, and a stream in a cycle (an
+        # SDK's stream object and its generator) is closed by such a finalizer, after its
+        # entry would be gone. An entry whose stream died unclosed stays until its id is
+        # reused by a new stream, which replaces it.
+        leases: dict[int, tuple[weakref.ref[Any], Lease]] = {}
         lock = threading.Lock()
 
         def record(pools: OriginPools, pool: Any, args: Any, kwargs: Any) -> PoolRecord:
@@ -121,13 +131,17 @@ class HttpcoreAdapter(Adapter):
                 lease = ledger.lease(rec, None)
                 lease.hold(stream)
                 with lock:
-                    leases[stream] = lease
+                    leases[id(stream)] = (weakref.ref(stream), lease)
 
         def give_back(stream: Any) -> None:
             with lock:
-                lease = leases.pop(stream, None)
-            if lease is not None:
-                ledger.release_lease(lease)
+                entry = leases.pop(id(stream), None)
+            if entry is not None:
+                ref, lease = entry
+                # None: the stream is being finalized by the cyclic GC (ids are unique
+                # among live objects, and it is alive: it is closing).
+                if ref() is stream or ref() is None:
+                    ledger.release_lease(lease)
 
         def mark_closed(pools: OriginPools, pool: Any) -> None:
             # httpcore's close() drops the connections but not the requests of responses
@@ -195,3 +209,10 @@ class HttpcoreAdapter(Adapter):
         patcher.wrap(async_stream, "aclose", make_aclose)
         patcher.wrap(sync_pool, "close", make_pool_close)
         patcher.wrap(async_pool, "aclose", make_pool_aclose)
+
+
+class Httpcore2Adapter(HttpcoreAdapter):
+    """Tracks httpcore2's pools (httpx2's transports): httpcore's internals, renamed package."""
+
+    name = "httpcore2"
+    module = "httpcore2"

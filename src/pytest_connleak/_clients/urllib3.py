@@ -39,6 +39,10 @@ COLLECTED = (
 )
 
 
+#: ``Lease.state`` of a response closed by garbage collection, not by anyone's close().
+DROPPED = "dropped"
+
+
 def origin_of(pool: Any) -> str:
     """``scheme://host:port`` of a urllib3 connection pool."""
     scheme = getattr(pool, "scheme", "http")
@@ -122,7 +126,10 @@ class Urllib3Adapter(Adapter):
                 if rec is not None:
                     lease = ledger.find(rec, conn)
                     if lease is not None:
-                        lease.state = "closed"
+                        # IOBase's finalizer sets _finalizing before it calls close(): then
+                        # nobody closed the response, garbage collection did.
+                        dropped = getattr(self, "_finalizing", False)
+                        lease.state = DROPPED if dropped else "closed"
                         lease.hold(self)
                 return result
 

@@ -250,14 +250,23 @@ def _weak(obj: object | None) -> Callable[[], object | None] | None:
 
 
 def _library_dirs(packages: Iterable[str]) -> dict[str, str]:
-    """Map each installed package's directory to its name, without importing it."""
+    """Map each installed package's directory to its name, without importing it.
+
+    A plain module (``my_sdk.py``) maps its own file, matched whole.
+    """
     dirs: dict[str, str] = {}
     for name in packages:
         try:
             spec = importlib.util.find_spec(name)
         except (ImportError, ValueError):
             continue
-        for location in (spec.submodule_search_locations or ()) if spec else ():
+        if spec is None:
+            continue
+        if spec.submodule_search_locations is None:
+            if spec.has_location and spec.origin:
+                dirs[os.path.abspath(spec.origin)] = name
+            continue
+        for location in spec.submodule_search_locations:
             dirs[os.path.abspath(location) + os.sep] = name
     return dirs
 
@@ -311,6 +320,14 @@ class Ledger:
         """Treat frames from these imported packages as library code, not lease sites."""
         with self._lock:
             self._library_prefixes.update(_library_dirs(module_names))
+            self._frame_cache.clear()
+            self._sites.clear()
+
+    def remove_library(self, *module_names: str) -> None:
+        """Forget packages given to :meth:`add_library` (a run's own list, at its end)."""
+        with self._lock:
+            for prefix in _library_dirs(module_names):
+                self._library_prefixes.pop(prefix, None)
             self._frame_cache.clear()
             self._sites.clear()
 
