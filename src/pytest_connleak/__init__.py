@@ -14,6 +14,7 @@ from ._core.report import ConnectionLeakError
 from ._core.warnings import (
     ConnleakWarning,
     IncompatibleClientWarning,
+    InternalErrorWarning,
     LeakWarning,
     PoolHealthWarning,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "ConnectionLeakError",
     "ConnleakWarning",
     "IncompatibleClientWarning",
+    "InternalErrorWarning",
     "Lease",
     "LeakCheck",
     "LeakCheckMixin",

@@ -16,6 +16,7 @@ __all__ = [
     "SOCKET_PROPERTY",
     "PoolRow",
     "pool_rows",
+    "write_internal_errors",
     "write_pool_table",
     "write_summary",
 ]
@@ -155,3 +156,10 @@ def write_pool_table(terminalreporter: pytest.TerminalReporter) -> None:
             for i, (cell, width) in enumerate(zip(line, widths, strict=True))
         ]
         terminalreporter.write_line("  ".join(cells).rstrip())
+
+
+def write_internal_errors(terminalreporter: pytest.TerminalReporter, lines: list[str]) -> None:
+    """The "connleak internal errors" section: one line per distinct failure of ours."""
+    terminalreporter.write_sep("=", "connleak internal errors", red=True)
+    for line in lines:
+        terminalreporter.write_line(f"INTERNAL ERROR (not a test failure): {line}")
