@@ -288,7 +288,6 @@ def allows_every_leak(item: pytest.Item) -> bool:
     return _allowances(item)[0] is not None
 
 
-
 def configure_policy(config: pytest.Config) -> Policy:
     """Resolve mode, ignore rules and baseline; register the baseline reporter if needed."""
     option = config.getoption("leak_check_mode", None)
