@@ -21,6 +21,9 @@ import requests  # noqa: F401
 import urllib3  # noqa: F401
 from pytest_httpserver import HTTPServer
 
+# The real PostgreSQL and Redis (session fixtures, started on first use).
+from dbservers import postgres_url, redis_url  # noqa: F401
+
 LB_403_PAGE = (
     "<html>\r\n<head><title>403 Forbidden</title></head>\r\n<body>\r\n"
     "<center><h1>403 Forbidden</h1></center>\r\n<hr><center>nginx</center>\r\n"

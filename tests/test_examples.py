@@ -123,6 +123,9 @@ NEEDS = {"sdk_openai": "openai"}
 # test_unittest_example below.
 UNITTEST_EXAMPLES = ("unittest_mixin",)
 
+# Pools of PostgreSQL and Redis (their own servers); checked by test_databases_example.
+DB_EXAMPLES = ("databases",)
+
 
 def example_dirs() -> list[str]:
     return sorted(
@@ -149,7 +152,7 @@ def request_line(path: Path, function: str) -> int:
 
 
 def test_every_example_is_run() -> None:
-    assert example_dirs() == sorted([*EXPECTED, *UNITTEST_EXAMPLES]), (
+    assert example_dirs() == sorted([*EXPECTED, *UNITTEST_EXAMPLES, *DB_EXAMPLES]), (
         "each folder in examples/ needs an entry in EXPECTED saying how its tests end"
     )
 
@@ -257,3 +260,53 @@ def test_demo_exits_0_and_tells_the_story() -> None:
     assert f"— leased at service.py:{lineno} in is_session_active" in out
     assert "4 passed" in out
     assert out.rstrip().endswith("the fix passed.")
+
+
+DB_LEAKS = {
+    # test -> (function, the text of the line that takes the connection, the pool)
+    "test_count_rows": ("count_rows", "engine.connect()", "postgresql"),
+    "test_settings": ("__init__", "pool.getconn()", "postgresql"),
+    "test_first_message": ("first_message", "pubsub.subscribe(", "redis"),
+    "test_server_version": ("server_version", "pool.acquire()", "postgresql"),
+}
+
+
+@pytest.mark.parametrize("args", [(), ("--leak-check",)], ids=["plain", "leak-check"])
+def test_databases_example(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """One leak per pool library against real servers; passwords never shown."""
+    project = tmp_path / "databases"
+    shutil.copytree(
+        EXAMPLES / "databases",
+        project,
+        ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "--color=no", *args],
+        cwd=project,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = result.stdout
+    errors = set(re.findall(r"^ERROR test_service.py::(\S+) - ConnectionLeakError", out, re.M))
+    passed = set(re.findall(r"^PASSED (\S+)", out, re.M))
+    assert errors == (set(DB_LEAKS) if args else set()), out
+    assert len(passed) == 8, out
+    assert result.returncode == (1 if args else 0), out + result.stderr
+    assert "s3cret" not in out + result.stderr
+    lines = (project / "service.py").read_text().splitlines()
+    for test, (function, call, scheme) in DB_LEAKS.items() if args else ():
+        lineno = next(i + 1 for i, line in enumerate(lines) if call in line)
+        origin = (
+            r"postgresql://postgres@127\.0\.0\.1:\d+/postgres"
+            if scheme == "postgresql"
+            else r"redis://127\.0\.0\.1:\d+/0"
+        )
+        headline = (
+            f"E   ConnectionLeakError: 1 connection leaked by {test} (still leased at teardown)"
+        )
+        site = f" — leased at service.py:{lineno} in {function}"
+        assert re.search(rf"^{re.escape(headline)}\nE     {origin}{re.escape(site)}$", out, re.M), (
+            out
+        )

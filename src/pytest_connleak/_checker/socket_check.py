@@ -118,7 +118,8 @@ def idle_pooled_fds() -> set[int]:
 
 def _origin_peer(origin: str) -> tuple[str | None, int]:
     """``(ip, port)`` of ``scheme://host:port``; ip is None when host is a name."""
-    hostport = origin.partition("://")[2]
+    # Database origins carry a user and a database: user@host:port/dbname.
+    hostport = origin.partition("://")[2].partition("/")[0].rpartition("@")[2]
     host, _, port = hostport.rpartition(":")
     host = host.strip("[]")
     try:

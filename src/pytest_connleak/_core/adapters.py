@@ -39,6 +39,10 @@ ADAPTERS: tuple[str, ...] = (
     "pytest_connleak._clients.httpcore:HttpcoreAdapter",
     "pytest_connleak._clients.httpcore:Httpcore2Adapter",
     "pytest_connleak._clients.aiohttp:AiohttpAdapter",
+    "pytest_connleak._clients.sqlalchemy:SqlalchemyAdapter",
+    "pytest_connleak._clients.psycopg_pool:PsycopgPoolAdapter",
+    "pytest_connleak._clients.redis:RedisAdapter",
+    "pytest_connleak._clients.asyncpg:AsyncpgAdapter",
 )
 """``module:Class`` of every adapter, in install order."""
 
@@ -55,6 +59,8 @@ HTTP_LIBRARIES = (
     "anyio",
     "trio",
 )
+# The same for the database and cache clients (and the greenlet SQLAlchemy's asyncio runs in).
+DB_LIBRARIES = ("sqlalchemy", "greenlet", "psycopg", "psycopg_pool", "redis", "asyncpg")
 # Reaching these while looking for the lease site means no user frame asked for it.
 TEST_RUNNERS = ("_pytest", "pluggy", "pytest_asyncio")
 
@@ -76,11 +82,17 @@ class Patcher:
         setattr(owner, name, wrapper)
         self._patches.append((owner, name, original, wrapper))
 
+    def on_restore(self, undo: Callable[[], None]) -> None:
+        """Call *undo* when the patches are restored (for listeners added by public APIs)."""
+        self._patches.append((None, "", undo, None))
+
     def restore(self) -> None:
         """Put every original back, newest patch first."""
         while self._patches:
             owner, name, original, wrapper = self._patches.pop()
-            if owner.__dict__.get(name) is wrapper:
+            if owner is None:
+                original()
+            elif owner.__dict__.get(name) is wrapper:
                 setattr(owner, name, original)
 
     def __len__(self) -> int:
@@ -234,7 +246,7 @@ class Instrumentation:
             if self.active:
                 return []
             self.active = True
-            self.ledger.add_library(*HTTP_LIBRARIES, *SDK_PACKAGES)
+            self.ledger.add_library(*HTTP_LIBRARIES, *DB_LIBRARIES, *SDK_PACKAGES)
             self.ledger.add_boundary(*TEST_RUNNERS)
             problems = []
             for adapter in load_adapters():

@@ -452,9 +452,14 @@ class Ledger:
             self._hints = []
 
     def add_library(self, *module_names: str) -> None:
-        """Treat frames from these imported packages as library code, not lease sites."""
+        """Treat frames from these imported packages as library code, not lease sites.
+
+        Code a package generates at run time counts too when its file name starts with
+        ``<name `` (SQLAlchemy's ``<sqlalchemy generated _go() wrapper ...>``).
+        """
         with self._lock:
             self._library_prefixes.update(_library_dirs(module_names))
+            self._library_prefixes.update({f"<{name} ": name for name in module_names})
             self._frame_cache.clear()
             self._hints = []
 
@@ -463,6 +468,8 @@ class Ledger:
         with self._lock:
             for prefix in _library_dirs(module_names):
                 self._library_prefixes.pop(prefix, None)
+            for name in module_names:
+                self._library_prefixes.pop(f"<{name} ", None)
             self._frame_cache.clear()
             self._hints = []
 
@@ -830,10 +837,15 @@ class Ledger:
         self._update(take)
         return [u for u in usage if u.leases or u.waits]
 
-    def capture_site(self) -> Site:
-        """Find the first frame outside the HTTP libraries, this package and stdlib glue."""
+    def capture_site(self, frame: FrameType | None = None) -> Site:
+        """Find the first frame outside the HTTP libraries, this package and stdlib glue.
+
+        The walk starts at the caller, or at *frame* (a greenlet's parent, whose stack
+        the current one does not continue).
+        """
         cache = self._frame_cache
-        frame: FrameType | None = _getframe(1)
+        if frame is None:
+            frame = _getframe(1)
         library = ""
         while frame is not None:
             filename = frame.f_code.co_filename

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 from asyncio.trsock import TransportSocket
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,15 +29,20 @@ def idle_connections(pool: Any) -> list[Any] | None:
     """The connections *pool* keeps open for reuse, or ``None`` if its kind is unknown.
 
     - urllib3: ``pool.pool`` is a ``LifoQueue`` pre-filled with ``None`` placeholders;
-      the other items are released connections, which count while their socket is open.
+      the other items are released connections, which count while their socket is open
+      (redis-py's ``BlockingConnectionPool`` keeps the same shape).
     - httpcore: ``pool.connections`` with ``is_idle()``.
     - aiohttp: ``connector._conns`` maps a key to ``(protocol, timestamp)`` pairs.
+    - SQLAlchemy's queue pools: ``pool._pool.queue`` holds connection records;
+      psycopg_pool: ``pool._pool`` is a deque of connections.
+    - redis-py's ``ConnectionPool``: ``pool._available_connections``.
+    - asyncpg: ``pool._holders``, idle while their ``_in_use`` is ``None``.
     """
     queue = getattr(pool, "pool", None)
     items = getattr(queue, "queue", None)
     if items is not None and hasattr(queue, "qsize"):
         # A copy first: another thread may put or get a connection meanwhile.
-        return [c for c in list(items) if c is not None and getattr(c, "sock", None) is not None]
+        return [c for c in list(items) if c is not None and socket_fd(c) is not None]
     connections = getattr(pool, "connections", None)
     if connections is not None:
         idle = []
@@ -50,16 +56,32 @@ def idle_connections(pool: Any) -> list[Any] | None:
     conns = getattr(pool, "_conns", None)
     if isinstance(conns, dict):
         return [proto for entries in list(conns.values()) for proto, *_ in list(entries)]
+    available = getattr(pool, "_available_connections", None)
+    if isinstance(available, list):
+        return list(available)
+    inner = getattr(pool, "_pool", None)
+    inner = getattr(inner, "queue", inner)
+    if isinstance(inner, deque | list):
+        return list(inner)
+    holders = getattr(pool, "_holders", None)
+    if isinstance(holders, list):
+        return [h for h in list(holders) if getattr(h, "_in_use", True) is None]
     return None
 
 
-def _sockets_of(conn: Any) -> Iterator[Any]:
-    """Candidate socket objects behind a connection of any supported client."""
+# Attributes that lead from a pooled connection to the driver connection under it:
+# SQLAlchemy's record, its asyncio adapters, asyncpg's holder and httpcore's connection.
+_INNER = ("dbapi_connection", "_connection", "_con")
+
+
+def _sockets_of(conn: Any, depth: int = 0) -> Iterator[Any]:
+    """Candidate sockets (objects or descriptors) behind a connection of any client."""
     yield getattr(conn, "sock", None)  # urllib3 / http.client
-    inner = getattr(conn, "_connection", None)  # httpcore: HTTPConnection -> HTTP11Connection
-    stream = getattr(inner, "_network_stream", None) or getattr(conn, "_network_stream", None)
-    transport = getattr(conn, "transport", None)  # aiohttp: ResponseHandler
-    for source in (stream, transport):
+    yield getattr(conn, "_sock", None)  # redis-py
+    stream = getattr(conn, "_network_stream", None)  # httpcore's HTTP11Connection
+    transport = getattr(conn, "transport", None) or getattr(conn, "_transport", None)
+    writer = getattr(conn, "_writer", None)  # redis.asyncio
+    for source in (stream, transport, getattr(writer, "transport", None)):
         if source is None:
             continue
         try:
@@ -67,11 +89,27 @@ def _sockets_of(conn: Any) -> Iterator[Any]:
         except Exception:  # a stream type without that extra
             continue
         yield sock
+    pgconn = getattr(conn, "pgconn", None)  # psycopg: libpq's descriptor
+    if pgconn is not None:
+        try:
+            fd = pgconn.socket
+        except Exception:  # closed
+            fd = None
+        yield fd
+    if depth < 3:
+        for name in _INNER:
+            inner = getattr(conn, name, None)
+            if inner is not None and inner is not conn:
+                yield from _sockets_of(inner, depth + 1)
 
 
 def socket_fd(conn: Any) -> int | None:
     """The file descriptor of *conn*'s socket while it is open, else ``None``."""
     for sock in _sockets_of(conn):
+        if isinstance(sock, int) and not isinstance(sock, bool):
+            if sock >= 0:
+                return sock
+            continue
         if not isinstance(sock, socket.socket | TransportSocket):
             continue
         try:

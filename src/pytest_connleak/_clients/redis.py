@@ -1,0 +1,225 @@
+"""redis-py 5+, sync and ``redis.asyncio``: a lease is ``get_connection()``, a return
+is ``release()``.
+
+Every command leases a connection for its duration (blocking commands such as ``BLPOP``
+hold it until they answer); ``pubsub()`` leases one at its first ``subscribe`` and keeps
+it until ``close()``/``reset()``; ``monitor()`` keeps one until its ``with`` block ends;
+a ``single_connection_client`` keeps one until ``close()``. The sync ``PubSub``,
+``Pipeline`` and ``Redis`` give theirs back from ``__del__`` when nobody closed them:
+that is a leak the garbage collector papered over, and the report says so. Such a
+return runs inside a finaliser, maybe while the ledger's lock is held by this very
+thread, so it takes no lock: the lease is marked and settled at the next lease.
+
+``ConnectionPool`` and ``BlockingConnectionPool`` each define both methods; a subclass
+that calls its parent's is counted once, by the outermost of our wrappers.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from pytest_connleak._core.adapters import Adapter, Incompatible, Patcher
+from pytest_connleak._core.ledger import Lease, Ledger, PoolRecord
+
+__all__ = ["GC_RETURNED", "RedisAdapter", "pool_origin"]
+
+HINT = (
+    "close what holds the connection: `with r.pubsub() as pubsub:` or pubsub.close(), "
+    "`with r.monitor() as m:`, `with r.pipeline() as pipe:`, r.close() for a "
+    "single_connection_client"
+)
+ASYNC_HINT = (
+    "close what holds the connection: `async with r.pubsub() as pubsub:` or "
+    "await pubsub.aclose(), `async with r.pipeline() as pipe:`, await r.aclose() for a "
+    "single_connection_client"
+)
+GC_TEXT = (
+    "it was never closed: it went back to the pool only when the garbage collector "
+    "finalised its holder"
+)
+
+#: ``Lease.state`` of a connection that only a finaliser (``__del__``) gave back.
+GC_RETURNED = "returned by the garbage collector"
+_UNBOUNDED = 2**31 - 1
+
+
+def pool_origin(pool: Any) -> str:
+    """``redis://user@host:port/db`` of a redis-py pool, never its password."""
+    kwargs = getattr(pool, "connection_kwargs", {}) or {}
+    db = kwargs.get("db", 0)
+    user = kwargs.get("username")
+    user = f"{user}@" if user else ""
+    path = kwargs.get("path")
+    if path:
+        return f"redis+unix://{user}{path}?db={db}"
+    host = str(kwargs.get("host", "localhost"))
+    host = f"[{host}]" if ":" in host else host
+    return f"redis://{user}{host}:{kwargs.get('port', 6379)}/{db}"
+
+
+def _capacity(pool: Any, blocking: bool) -> tuple[int | None, bool]:
+    size = getattr(pool, "max_connections", None)
+    ok = isinstance(size, int) and 0 < size < _UNBOUNDED
+    # ConnectionPool raises "Too many connections" at its limit; the blocking one waits.
+    return (size if ok else None), blocking
+
+
+class RedisAdapter(Adapter):
+    """Tracks redis-py's ``ConnectionPool`` and ``BlockingConnectionPool``, sync and async."""
+
+    name = "redis"
+    module = "redis"
+    hint = HINT
+
+    def __init__(self) -> None:
+        self._async_pools: weakref.WeakSet[PoolRecord] = weakref.WeakSet()
+
+    def advise(self, lease: Lease) -> str:
+        hint = ASYNC_HINT if lease.pool in self._async_pools else HINT
+        if lease.state == GC_RETURNED:
+            return f"{GC_TEXT}; {HINT}"
+        return hint
+
+    def patch(self, ledger: Ledger, patcher: Patcher) -> None:
+        from redis import client as sync_client
+        from redis import connection as sync_conn
+        from redis.asyncio import connection as async_conn
+
+        known, record = ledger.known_record, ledger.pool_record
+        name = self.name
+        # id(connection) -> its open lease; the pool keeps its connections alive.
+        open_leases: dict[int, Lease] = {}
+        collected: collections.deque[Lease] = collections.deque()
+        finalising = threading.local()
+        wrappers: set[Any] = set()
+
+        def settle() -> None:
+            for _ in range(len(collected)):
+                lease = collected.popleft()
+                if lease.owner is None:
+                    ledger.release_lease(lease)
+                else:
+                    collected.append(lease)
+
+        async_pools = self._async_pools
+
+        def leased(pool: Any, conn: Any, blocking: bool, is_async: bool) -> None:
+            try:
+                if collected:
+                    settle()
+                rec = known(pool)
+                if rec is None:
+                    rec = record(
+                        pool, name, lambda: pool_origin(pool), lambda: _capacity(pool, blocking)
+                    )
+                    if is_async:
+                        async_pools.add(rec)
+                open_leases[id(conn)] = ledger.lease(rec, conn)
+            except Exception as exc:  # never break the pool; reported at the end
+                ledger.internal_error(name, "recording a get_connection()", exc)
+
+        def waits(pool: Any) -> None:
+            # Only a blocking pool makes a caller wait; the other raises at its limit.
+            rec = known(pool)
+            capacity = rec.capacity if rec is not None and rec.block else None
+            if rec is not None and capacity is not None and rec.leased >= capacity:
+                ledger.note_wait(rec)
+
+        def returned(conn: Any) -> None:
+            try:
+                lease = open_leases.pop(id(conn), None)
+                if lease is None:
+                    return
+                if getattr(finalising, "depth", 0):
+                    # Inside __del__: no lock here (see the module's docstring).
+                    lease.state = GC_RETURNED
+                    collected.append(lease)
+                    return
+                ledger.release_lease(lease)
+            except Exception as exc:
+                ledger.internal_error(name, "recording a release()", exc)
+
+        def outermost(self: Any, attr: str, wrapper: Any) -> bool:
+            # Count a call once: in the most derived of our wrappers that it goes through.
+            resolved = getattr(type(self), attr, None)
+            return resolved is wrapper or resolved not in wrappers
+
+        def make_get(blocking: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+            def make(original: Callable[..., Any]) -> Callable[..., Any]:
+                def get_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
+                    waits(self)
+                    conn = original(self, *args, **kwargs)
+                    if outermost(self, "get_connection", get_connection):
+                        leased(self, conn, blocking, False)
+                    return conn
+
+                wrappers.add(get_connection)
+                return get_connection
+
+            return make
+
+        def make_aget(blocking: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+            def make(original: Callable[..., Any]) -> Callable[..., Any]:
+                async def get_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
+                    waits(self)
+                    conn = await original(self, *args, **kwargs)
+                    if outermost(self, "get_connection", get_connection):
+                        leased(self, conn, blocking, True)
+                    return conn
+
+                wrappers.add(get_connection)
+                return get_connection
+
+            return make
+
+        def make_release(original: Callable[..., Any]) -> Callable[..., Any]:
+            def release(self: Any, connection: Any, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return original(self, connection, *args, **kwargs)
+                finally:
+                    if outermost(self, "release", release):
+                        returned(connection)
+
+            wrappers.add(release)
+            return release
+
+        def make_arelease(original: Callable[..., Any]) -> Callable[..., Any]:
+            async def release(self: Any, connection: Any, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await original(self, connection, *args, **kwargs)
+                finally:
+                    if outermost(self, "release", release):
+                        returned(connection)
+
+            wrappers.add(release)
+            return release
+
+        def make_del(original: Callable[..., Any]) -> Callable[..., Any]:
+            def __del__(self: Any) -> None:
+                finalising.depth = getattr(finalising, "depth", 0) + 1
+                try:
+                    original(self)
+                finally:
+                    finalising.depth -= 1
+
+            return __del__
+
+        for module, make_g, make_r in (
+            (sync_conn, make_get, make_release),
+            (async_conn, make_aget, make_arelease),
+        ):
+            for cls_name, blocking in (("ConnectionPool", False), ("BlockingConnectionPool", True)):
+                cls = getattr(module, cls_name)
+                for attr in ("get_connection", "release"):
+                    if attr not in cls.__dict__:
+                        raise Incompatible(f"{module.__name__}.{cls_name}.{attr} does not exist")
+                patcher.wrap(cls, "get_connection", make_g(blocking))
+                patcher.wrap(cls, "release", make_r)
+        for cls_name in ("PubSub", "Pipeline", "Redis", "Monitor"):
+            cls = getattr(sync_client, cls_name, None)
+            if cls is not None and "__del__" in cls.__dict__:
+                patcher.wrap(cls, "__del__", make_del)
