@@ -106,14 +106,124 @@ def test_assert_no_leaks_message(base_conftest: pytest.Pytester) -> None:
         """
     )
     result = base_conftest.runpytest()
-    result.assert_outcomes(failed=1, errors=1)
+    # One leak, one report: the call fails; teardown does not error for it again, and the
+    # summary lists it once.
+    result.assert_outcomes(failed=1, errors=0)
     result.stdout.fnmatch_lines(
         [
             "E   *ConnectionLeakError: 1 connection leaked by test_mid "
             "(still leased at assert_no_leaks())",
             "E     http://127.0.0.1:* — leased at test_assert_no_leaks_message.py:4 in test_mid",
+            "*= connection leaks =*",
+            "test_assert_no_leaks_message.py::test_mid: 1 connection leaked",
+            "    http://127.0.0.1:* — leased at test_assert_no_leaks_message.py:4 in test_mid",
+            "*= short test summary info =*",
+            "FAILED test_assert_no_leaks_message.py::test_mid - ConnectionLeakError: 1 con...",
+            "*= 1 failed in *",
         ]
     )
+    assert "ERROR at teardown" not in result.stdout.str()
+
+
+ASSERT_POLICY = """
+import pytest, requests
+
+def test_ignored(url, leak_check):
+    r = requests.get(url + "/403", stream=True)
+    leak_check.assert_no_leaks()
+
+@pytest.mark.allow_leaks(reason="known")
+def test_allowed(url, leak_check):
+    r = requests.get(url + "/403", stream=True)
+    leak_check.assert_no_leaks()
+
+def test_caught_then_closed(url, leak_check):
+    r = requests.get(url + "/403", stream=True)
+    with pytest.raises(Exception, match="still leased at assert_no_leaks"):
+        leak_check.assert_no_leaks()
+    r.close()
+    leak_check.assert_no_leaks()
+
+def test_caught_and_kept(url, leak_check):
+    r = requests.get(url + "/403", stream=True)
+    with pytest.raises(Exception, match="still leased at assert_no_leaks"):
+        leak_check.assert_no_leaks()
+"""
+
+
+def test_assert_no_leaks_follows_ignore_rules_and_markers(base_conftest: pytest.Pytester) -> None:
+    base_conftest.makepyfile(test_a=ASSERT_POLICY, test_b=ASSERT_POLICY)
+    base_conftest.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+        "leak_check_ignore =\n    file:test_a.py\n"
+    )
+    result = base_conftest.runpytest("-p", "no:randomly", "-k", "ignored or allowed")
+    # test_a.py's leases are ignored; test_b.py's allowed one passes, its other fails once.
+    result.assert_outcomes(passed=3, failed=1)
+    for line in [
+        "test_a.py::test_ignored: 1 connection leaked (ignored: file test_a.py)",
+        "test_a.py::test_allowed: 1 connection leaked (allowed: known)",
+        "test_b.py::test_allowed: 1 connection leaked (allowed: known)",
+        "test_b.py::test_ignored: 1 connection leaked",
+    ]:
+        result.stdout.fnmatch_lines(["*= connection leaks =*", line])
+
+
+def test_assert_no_leaks_caught_by_the_test(base_conftest: pytest.Pytester) -> None:
+    base_conftest.makepyfile(test_a=ASSERT_POLICY)
+    result = base_conftest.runpytest("-p", "no:randomly", "-k", "caught")
+    # The test that caught the error and kept the connection did not fail for it: the
+    # teardown verdict still does, once.
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_caught_and_kept*",
+            "E   ConnectionLeakError: 1 connection leaked by test_caught_and_kept "
+            "(still leased at teardown)",
+        ]
+    )
+
+
+def test_assert_no_leaks_in_warn_mode_warns_once(base_conftest: pytest.Pytester) -> None:
+    base_conftest.makepyfile(
+        test_a="""
+        import requests
+
+        def test_mid(url, leak_check):
+            r = requests.get(url + "/403", stream=True)
+            leak_check.assert_no_leaks()
+            leak_check.assert_no_leaks()
+        """
+    )
+    result = base_conftest.runpytest_subprocess("--leak-check-mode=warn")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*= warnings summary =*",
+            "test_a.py::test_mid",
+            "  */test_a.py:4: LeakWarning: 1 connection leaked by test_mid "
+            "(still leased at assert_no_leaks())",
+            "*= connection leaks =*",
+            "test_a.py::test_mid: 1 connection leaked (warned: leak_check_mode = warn)",
+        ]
+    )
+
+
+def test_assert_no_leaks_respects_the_baseline(base_conftest: pytest.Pytester) -> None:
+    base_conftest.makepyfile(
+        test_a="""
+        import requests
+
+        def test_mid(url, leak_check):
+            r = requests.get(url + "/403", stream=True)
+            leak_check.assert_no_leaks()
+        """
+    )
+    first = base_conftest.runpytest("--leak-check-baseline=leaks.txt")
+    first.assert_outcomes(passed=1)
+    second = base_conftest.runpytest("--leak-check-baseline=leaks.txt")
+    second.assert_outcomes(passed=1)
+    second.stdout.fnmatch_lines(["test_a.py::test_mid: 1 connection leaked (in baseline)"])
 
 
 @pytest.mark.parametrize(

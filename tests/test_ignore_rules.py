@@ -142,7 +142,7 @@ def test_it(url):
         (
             '@pytest.mark.allow_leaks(origins=["http://127.0.0.1:*"], reason="local")',
             0,
-            "test_x.py::test_it: 2 connections leaked (allowed: origin http://127.0.0.1:*)",
+            "test_x.py::test_it: 2 connections leaked (allowed: origin http://127.0.0.1:*; local)",
         ),
         (
             '@pytest.mark.allow_leaks(origins=["http://localhost"])',
@@ -198,7 +198,8 @@ def test_marker_origins_and_sites(
         )
 
 
-def test_markers_of_class_and_function_add_up(base_conftest: pytest.Pytester) -> None:
+def test_function_marker_replaces_class_marker(base_conftest: pytest.Pytester) -> None:
+    # get_closest_marker semantics: the class's sites= no longer apply to this test.
     project(base_conftest)
     base_conftest.makepyfile(
         test_x="""
@@ -207,13 +208,64 @@ def test_markers_of_class_and_function_add_up(base_conftest: pytest.Pytester) ->
 
         @pytest.mark.allow_leaks(sites=["helper_sdk.*"])
         class TestIt:
-            @pytest.mark.allow_leaks(sites=["test_x.py"])
+            @pytest.mark.allow_leaks(sites=["test_x.py"], reason="own stream")
             def test_it(self, url):
                 fetch(url)
                 requests.get(url + "/403", stream=True)
+
+            def test_class_marker_applies(self, url):
+                fetch(url)
         """
     )
-    base_conftest.runpytest("--leak-check").assert_outcomes(passed=1)
+    result = base_conftest.runpytest("--leak-check", "-p", "no:randomly")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   ConnectionLeakError: 1 connection leaked by test_it (still leased at teardown)",
+            "E     http://127.0.0.1:* — leased at helper_sdk/client.py:5 in fetch",
+            "*= connection leaks =*",
+            # Passed tests first, then errors: the summary follows pytest's report order.
+            "test_x.py::TestIt::test_class_marker_applies: 1 connection leaked "
+            "(allowed: site helper_sdk.*)",
+            "    http://127.0.0.1:* — leased at helper_sdk/client.py:5 in fetch",
+            "test_x.py::TestIt::test_it: 2 connections leaked (1 allowed)",
+            "    http://127.0.0.1:* — leased at helper_sdk/client.py:5 in fetch",
+            "    http://127.0.0.1:* — leased at test_x.py:9 in test_it "
+            "(allowed: site test_x.py; own stream)",
+        ]
+    )
+
+
+def test_function_marker_replaces_module_marker(base_conftest: pytest.Pytester) -> None:
+    # The audit's case: a bare module marker no longer excuses a function whose own
+    # marker allows one origin only.
+    base_conftest.makepyfile(
+        test_x="""
+        import pytest, requests
+
+        pytestmark = pytest.mark.allow_leaks(reason="legacy module")
+
+        @pytest.mark.allow_leaks(origins=["http://example.com"], reason="example only")
+        def test_local(url):
+            requests.get(url + "/403", stream=True)
+
+        def test_module_marker_applies(url):
+            requests.get(url + "/403", stream=True)
+        """
+    )
+    result = base_conftest.runpytest("--leak-check", "-p", "no:randomly")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_local*",
+            "E   ConnectionLeakError: 1 connection leaked by test_local (still leased at teardown)",
+            "*= connection leaks =*",
+            "test_x.py::test_module_marker_applies: 1 connection leaked (allowed: legacy module)",
+            "    http://127.0.0.1:* — leased at test_x.py:10 in test_module_marker_applies",
+            "test_x.py::test_local: 1 connection leaked",
+            "    http://127.0.0.1:* — leased at test_x.py:7 in test_local",
+        ]
+    )
 
 
 def test_ini_rule_and_marker_together(base_conftest: pytest.Pytester) -> None:

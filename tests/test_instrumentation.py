@@ -171,6 +171,50 @@ HTTPConnectionPool._get_conn = _get_conn
     )
 
 
+@pytest.mark.parametrize(
+    "escalate",
+    [
+        ["-W", "error::pytest_connleak.IncompatibleClientWarning"],
+        ["-o", "filterwarnings=error::pytest_connleak.ConnleakWarning"],
+    ],
+    ids=["W", "ini-base-class"],
+)
+def test_escalated_warning_for_an_imported_client_is_a_usage_error(
+    base_conftest: pytest.Pytester, escalate: list[str]
+) -> None:
+    base_conftest.makeconftest(
+        base_conftest.path.joinpath("conftest.py").read_text()
+        + """
+
+from urllib3.connectionpool import HTTPConnectionPool
+
+_original = HTTPConnectionPool._get_conn
+
+def _get_conn(self, timeout=None, priority=0):
+    return _original(self, timeout)
+
+HTTPConnectionPool._get_conn = _get_conn
+"""
+    )
+    base_conftest.makepyfile("def test_x(): pass")
+    result = base_conftest.runpytest_subprocess("--leak-check", *escalate)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[:1] == [
+        f"ERROR: pytest-connleak cannot track urllib3 {urllib3.__version__}: "
+        "urllib3.connectionpool.HTTPConnectionPool._get_conn('self', 'timeout', 'priority') "
+        "does not take ('self', 'timeout') (IncompatibleClientWarning is an error in this "
+        "run); to go on without tracking urllib3, let the warning through: "
+        "-W default::pytest_connleak.IncompatibleClientWarning"
+    ]
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    # What the message says to do works: the run goes on, urllib3 untracked.
+    result = base_conftest.runpytest_subprocess(
+        "--leak-check", *escalate, "-W", "default::pytest_connleak.IncompatibleClientWarning"
+    )
+    result.assert_outcomes(passed=1, warnings=1)
+
+
 def test_unhashable_pool_subclass_still_works(tracked: Ledger, base_url: str) -> None:
     class ComparablePool(HTTPConnectionPool):
         def __eq__(self, other: object) -> bool:

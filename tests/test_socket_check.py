@@ -6,6 +6,7 @@ own process, not warn (ResourceWarning) in ours.
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -271,15 +272,96 @@ def test_wider_fixtures_and_allow_leaks(project: pytest.Pytester) -> None:
             with socket.create_connection((HOST, PORT)) as sock:
                 yield sock
 
-        def test_uses_module_socket(channel):
-            assert channel.fileno() >= 0
-
+        # First: at the last test's teardown the module fixture closes its socket, and a
+        # test that closes as many descriptors as it opens is not looked at.
         @pytest.mark.allow_leaks(reason="kept on purpose")
         def test_allowed():
             KEPT.append(socket.create_connection((HOST, PORT)))
+
+        def test_uses_module_socket(channel):
+            assert channel.fileno() >= 0
         """
     )
-    run(project, "--leak-check-sockets").assert_outcomes(passed=2)
+    result = run(project, "--leak-check-sockets", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*= connection leaks =*",
+            "test_wider_fixtures_and_allow_leaks.py::test_allowed: 1 socket leaked "
+            "(allowed: kept on purpose)",
+            "    tcp 127.0.0.1:* -> 127.0.0.1:* ESTABLISHED",
+        ]
+    )
+
+
+SOCKET_LEAK = """
+import socket
+from conftest import HOST, PORT, KEPT
+
+def test_leaky():
+    KEPT.append(socket.create_connection((HOST, PORT)))
+"""
+
+
+def test_socket_leak_in_summary_and_junit(project: pytest.Pytester, keepalive_url: str) -> None:
+    project.makepyfile(test_s=SOCKET_LEAK)
+    port = keepalive_url.rpartition(":")[2]
+    result = run(project, "--leak-check-sockets", "--junitxml=out.xml")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*= connection leaks =*",
+            "test_s.py::test_leaky: 1 socket leaked",
+            f"    tcp 127.0.0.1:* -> 127.0.0.1:{port} ESTABLISHED",
+            "*= short test summary info =*",
+        ]
+    )
+    xml = (project.path / "out.xml").read_text()
+    assert re.search(
+        rf'<property name="socket_leak" value="tcp 127\.0\.0\.1:\d+ -&gt; 127\.0\.0\.1:{port} '
+        r'ESTABLISHED" />',
+        xml,
+    ), xml
+
+
+def test_socket_leak_in_warn_mode(project: pytest.Pytester, keepalive_url: str) -> None:
+    project.makepyfile(test_s=SOCKET_LEAK)
+    result = run(project, "--leak-check-sockets", "--leak-check-mode=warn")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*= warnings summary =*",
+            "test_s.py::test_leaky",
+            "  */test_s.py:4: LeakWarning: 1 socket leaked by test_leaky (still open at teardown)",
+            "*= connection leaks =*",
+            "test_s.py::test_leaky: 1 socket leaked (warned: leak_check_mode = warn)",
+        ]
+    )
+
+
+def test_an_excused_pool_leak_is_not_a_socket_leak(project: pytest.Pytester) -> None:
+    # One leak, one report: the pool check excused it (and says why); the socket check
+    # must not fail the test for the socket behind it.
+    project.makepyfile(
+        test_s="""
+        import pytest, requests
+        from conftest import KEEPALIVE, KEPT
+
+        @pytest.mark.allow_leaks(origins=["http://127.0.0.1:*"], reason="local stub")
+        def test_leaky():
+            KEPT.append(requests.get(KEEPALIVE + "/ok", stream=True))
+        """
+    )
+    result = run(project, "--leak-check-sockets", "--leak-check")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*= connection leaks =*",
+            "test_s.py::test_leaky: 1 connection leaked "
+            "(allowed: origin http://127.0.0.1:*; local stub)",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*socket leaked*")
 
 
 def test_without_psutil_it_is_a_usage_error(
@@ -290,7 +372,10 @@ def test_without_psutil_it_is_a_usage_error(
     result = base_conftest.runpytest("--leak-check-sockets")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["ERROR: --leak-check-sockets needs psutil: pip install 'pytest-connleak[sockets]'"]
+        [
+            "ERROR: --leak-check-sockets needs psutil: pip install psutil "
+            "(the 'sockets' extra of pytest-connleak)"
+        ]
     )
     # Not asked for, not needed.
     base_conftest.runpytest("--leak-check").assert_outcomes(passed=1)

@@ -106,6 +106,27 @@ def test_rows_sorted_by_origin_with_their_own_counts(
     result.stdout.re_match_lines([HEADER + "$", *sorted(rows)])
 
 
+def test_unbounded_pool_capacity_reads_dash(base_conftest: pytest.Pytester, base_url: str) -> None:
+    base_conftest.makepyfile(
+        """
+        import httpx
+
+        def test_unbounded(url):
+            limits = httpx.Limits(max_connections=None)
+            with httpx.Client(limits=limits) as client:
+                assert client.get(url + "/ok").status_code == 200
+        """
+    )
+    result = base_conftest.runpytest("--leak-check")
+    result.assert_outcomes(passed=1)
+    result.stdout.re_match_lines(
+        [
+            HEADER + "$",
+            rf"{re.escape(base_url)} +httpcore +1 +0 +1/- +0$",
+        ]
+    )
+
+
 def test_no_table_without_traffic(base_conftest: pytest.Pytester) -> None:
     base_conftest.makepyfile("def test_quiet(): pass")
     result = base_conftest.runpytest("--leak-check")

@@ -34,8 +34,11 @@ WARNINGS = [
     "    http://127.0.0.1:* — leased at test_w.py:7 in test_two",
     "    http://127.0.0.1:* — leased at test_w.py:8 in test_two",
     "*= connection leaks =*",
-    "test_w.py::test_one: 1 connection leaked",
-    "test_w.py::test_two: 2 connections leaked",
+    "test_w.py::test_one: 1 connection leaked (warned: leak_check_mode = warn)",
+    "    http://127.0.0.1:* — leased at test_w.py:4 in test_one",
+    "test_w.py::test_two: 2 connections leaked (warned: leak_check_mode = warn)",
+    "    http://127.0.0.1:* — leased at test_w.py:7 in test_two",
+    "    http://127.0.0.1:* — leased at test_w.py:8 in test_two",
 ]
 
 

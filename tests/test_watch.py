@@ -208,7 +208,7 @@ def test_without_psutil(
     monkeypatch.setitem(sys.modules, "psutil", None)
     assert _watch.main(["watch", "--pid", str(os.getpid()), "--once"]) == 2
     assert capsys.readouterr().err == (
-        "connleak watch needs psutil: pip install 'pytest-connleak[sockets]'\n"
+        "connleak watch needs psutil: pip install psutil (the 'sockets' extra of pytest-connleak)\n"
     )
 
 

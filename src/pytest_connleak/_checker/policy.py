@@ -26,13 +26,25 @@ from .rules import VALID_FORMS, PatternError, Rule, parse_rule
 from .settings import AllowLeaks, parse_allow_leaks
 from .summary import KNOWN_SDK_BEHAVIOUR, LEAK_PROPERTY
 
-__all__ = ["MODES", "POLICY_KEY", "Policy", "add_options", "configure_policy"]
+__all__ = [
+    "JUDGED_KEY",
+    "MODES",
+    "POLICY_KEY",
+    "WARNED",
+    "Policy",
+    "add_options",
+    "configure_policy",
+    "note_call_failed_by_leak",
+    "note_early_report",
+    "reported_early",
+]
 
 MODES = ("fail", "warn")
 """The values of ``--leak-check-mode`` and ini ``leak_check_mode``."""
 
-_ALLOWANCES_KEY = pytest.StashKey[tuple[AllowLeaks | None, tuple[Rule, ...]]]()
-_PARENT_ALLOWANCES_KEY = pytest.StashKey[tuple[AllowLeaks | None, tuple[Rule, ...]]]()
+_Allowances = tuple[AllowLeaks | None, tuple[tuple[Rule, AllowLeaks], ...]]
+_ALLOWANCES_KEY = pytest.StashKey[_Allowances]()
+_PARENT_ALLOWANCES_KEY = pytest.StashKey[_Allowances]()
 
 
 def add_options(parser: pytest.Parser, group: pytest.OptionGroup) -> None:
@@ -85,6 +97,38 @@ class Policy:
     baseline: Baseline | None
     rootdir: str
 
+    def classify(
+        self,
+        item: pytest.Item,
+        leases: Sequence[Lease],
+        culprit: str,
+        fixture_of: pytest.Item | None = None,
+    ) -> list[tuple[Lease, str | None, str | None]]:
+        """``(lease, why, baseline key)`` for each lease; *why* is None when it counts.
+
+        The same judgement for the teardown verdict and ``assert_no_leaks()``:
+        ``allow_leaks`` (the closest marker only), then the ignore rules, then the baseline.
+        """
+        if fixture_of is None:
+            everything, marker_rules = _allowances(item)
+        else:
+            everything, marker_rules = _allowances(fixture_of, parents_only=True)
+        entries = self.baseline.entries if self.baseline else None
+        used: Counter[str] = Counter()
+        out: list[tuple[Lease, str | None, str | None]] = []
+        for lease in leases:
+            status = _excuse(lease, everything, marker_rules, self.ignore, self.rootdir)
+            key = None
+            if status is None and self.baseline is not None:
+                key = lease_key(culprit, lease, self.rootdir)
+                if entries is None:
+                    status = "recorded in baseline"
+                elif used[key] < entries[key]:
+                    used[key] += 1
+                    status = "in baseline"
+            out.append((lease, status, key))
+        return out
+
     def sort(
         self,
         item: pytest.Item,
@@ -98,33 +142,36 @@ class Policy:
         fixture whose scope ended. For a fixture's leases, *fixture_of* is the test that
         set the fixture up: only its module- and class-level ``allow_leaks`` markers apply
         (a marker on one test function does not excuse a fixture that outlives it).
+        In warn mode a lease that counts is recorded as ``warned``, so the summary says why
+        it did not fail its test.
         """
-        if fixture_of is None:
-            everything, marker_rules = _allowances(item)
-        else:
-            everything, marker_rules = _allowances(fixture_of, parents_only=True)
-        entries = self.baseline.entries if self.baseline else None
-        used: Counter[str] = Counter()
         counted = []
-        for lease in leases:
-            status = _excuse(lease, everything, marker_rules, self.ignore, self.rootdir)
-            key = None
-            if status is None and self.baseline is not None:
-                key = lease_key(culprit, lease, self.rootdir)
-                if entries is None:
-                    status = "recorded in baseline"
-                elif used[key] < entries[key]:
-                    used[key] += 1
-                    status = "in baseline"
+        item.stash.setdefault(JUDGED_KEY, []).extend(leases)
+        for lease, status, key in self.classify(item, leases, culprit, fixture_of):
             line = lease_line(lease, self.rootdir)
             if fixture_of is not None:
                 line = f"{line} [{culprit}]"
-            item.user_properties.append((LEAK_PROPERTY, f"{line} ({status})" if status else line))
-            if key is not None:
-                item.user_properties.append((KEY_PROPERTY, key))
+            shown = status
             if status is None:
                 counted.append(lease)
+                if self.mode == "warn":
+                    shown = WARNED
+            item.user_properties.append((LEAK_PROPERTY, f"{line} ({shown})" if shown else line))
+            if key is not None:
+                item.user_properties.append((KEY_PROPERTY, key))
         return counted
+
+    def why_socket(self, item: pytest.Item) -> str | None:
+        """Why a socket *item* left open does not fail it, or None when it does.
+
+        A socket has no lease site or pool origin for ``origins=``/``sites=`` and the
+        ignore rules to match: only a bare ``allow_leaks`` marker (the closest one)
+        excuses it; warn mode warns instead of failing.
+        """
+        allow = _allowances(item)[0]
+        if allow is not None:
+            return f"allowed: {allow.reason}" if allow.reason else "allowed"
+        return WARNED if self.mode == "warn" else None
 
     def warn(self, message: str, leases: Sequence[Lease]) -> None:
         """Warn mode: one :class:`LeakWarning` carrying *message*, at the first lease site.
@@ -145,29 +192,69 @@ class Policy:
 POLICY_KEY = pytest.StashKey[Policy]()
 """Where :func:`configure_policy` leaves the run's :class:`Policy` in ``config.stash``."""
 
+JUDGED_KEY = pytest.StashKey[list[Lease]]()
+"""Every lease the teardown verdict judged for a test, counted or excused: the socket check
+leaves their sockets out, whatever the mode, so that one leak makes one report."""
+
+_EARLY_KEY = pytest.StashKey[list[Lease]]()
+_EARLY_FAILED_KEY = pytest.StashKey[bool]()
+
+
+def note_early_report(item: pytest.Item, leases: Sequence[Lease]) -> None:
+    """``assert_no_leaks()`` reported *leases* during the test (an error, or a warning)."""
+    item.stash.setdefault(_EARLY_KEY, []).extend(leases)
+
+
+def note_call_failed_by_leak(item: pytest.Item) -> None:
+    """The test's call ended with ``assert_no_leaks()``'s error, not caught by the test."""
+    item.stash[_EARLY_FAILED_KEY] = True
+
+
+def reported_early(item: pytest.Item, mode: str) -> list[Lease]:
+    """Leases the teardown verdict must not report again: one leak, one report.
+
+    Those ``assert_no_leaks()`` already failed the test for, or warned about in warn mode.
+    A test that caught the error and went on (``pytest.raises``) did not fail for them, so
+    they are judged at teardown as usual.
+    """
+    if mode == "warn" or item.stash.get(_EARLY_FAILED_KEY, False):
+        return item.stash.get(_EARLY_KEY, [])
+    return []
+
+
+WARNED = "warned: leak_check_mode = warn"
+"""Why a leak that counted did not fail its test, in the summary and JUnit property."""
+
 
 def _allowances(
     item: pytest.Item, parents_only: bool = False
-) -> tuple[AllowLeaks | None, tuple[Rule, ...]]:
-    """The ``allow_leaks`` markers of *item*, merged: a bare one anywhere wins.
+) -> tuple[AllowLeaks | None, tuple[tuple[Rule, AllowLeaks], ...]]:
+    """The closest ``allow_leaks`` markers of *item*, as ``get_closest_marker`` finds them.
 
-    With *parents_only*, only the markers of its class and module (and above) count.
+    The function's marker replaces its class's, which replaces its module's: only the
+    markers of the closest node that has any count (several on that one node add up).
+    With *parents_only*, the function's own markers are passed over.
     """
     key = _PARENT_ALLOWANCES_KEY if parents_only else _ALLOWANCES_KEY
     cached = item.stash.get(key, None)
     if cached is not None:
         return cached
     everything = None
-    rules: list[Rule] = []
+    rules: list[tuple[Rule, AllowLeaks]] = []
+    closest: object = None
     for node, marker in item.iter_markers_with_node("allow_leaks"):
         if parents_only and node is item:
             continue
+        if closest is None:
+            closest = node
+        elif node is not closest:
+            break
         allow = parse_allow_leaks(marker, item.nodeid)
         if allow.allows_everything:
             everything = everything or allow
             continue
-        rules += [parse_rule(p, "origin") for p in allow.origins or ()]
-        rules += [parse_rule(p, "site") for p in allow.sites or ()]
+        rules += [(parse_rule(p, "origin"), allow) for p in allow.origins or ()]
+        rules += [(parse_rule(p, "site"), allow) for p in allow.sites or ()]
     result = (everything, tuple(rules))
     item.stash[key] = result
     return result
@@ -176,15 +263,17 @@ def _allowances(
 def _excuse(
     lease: Lease,
     everything: AllowLeaks | None,
-    marker_rules: Sequence[Rule],
+    marker_rules: Sequence[tuple[Rule, AllowLeaks]],
     ignore: Sequence[Rule],
     rootdir: str,
 ) -> str | None:
     if everything is not None:
         return f"allowed: {everything.reason}" if everything.reason else "allowed"
-    for rule in marker_rules:
+    for rule, allow in marker_rules:
         if rule.matches(lease, rootdir):
-            return f"allowed: {rule.describe()}"
+            # The rule says which leases; the reason says why they may leak.
+            reason = f"; {allow.reason}" if allow.reason else ""
+            return f"allowed: {rule.describe()}{reason}"
     for rule in ignore:
         if rule.matches(lease, rootdir):
             return f"ignored: {rule.describe()}"

@@ -5,6 +5,7 @@ Every bad value becomes a :class:`pytest.UsageError` that names what is valid.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ __all__ = [
     "SETTINGS_KEY",
     "add_options",
     "AllowLeaks",
+    "escalated_client_error",
     "is_xdist_controller",
     "Settings",
     "parse_allow_leaks",
@@ -148,6 +150,22 @@ def resolve_settings(config: pytest.Config) -> Settings:
         library_packages=parse_packages(
             config.getini("leak_check_library_packages"), "leak_check_library_packages"
         ),
+    )
+
+
+def escalated_client_error(problem: str) -> pytest.UsageError:
+    """The usage error for an ``IncompatibleClientWarning`` the user made an error.
+
+    One line: which client, what its adapter expected, and how to run without tracking it.
+    """
+    match = re.match(r"pytest-connleak cannot track (\S+)", problem)
+    client = match.group(1) if match else "this client"
+    # The warning's "leaks through X will not be reported" is not what happens here.
+    what = problem.partition(f"; leaks through {client} will not be reported")[0]
+    return pytest.UsageError(
+        f"{what} (IncompatibleClientWarning is an error in this run); to go on without "
+        f"tracking {client}, let the warning through: "
+        "-W default::pytest_connleak.IncompatibleClientWarning"
     )
 
 

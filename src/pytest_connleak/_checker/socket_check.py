@@ -20,9 +20,9 @@ How a leaked socket is told apart from the others, cheaply:
 4. **Never a pool's keep-alive.** A socket whose descriptor is that of an idle connection
    kept by a pool the ledger tracks (a session-scoped ``requests.Session``) is skipped;
    that is why this check installs the pool instrumentation too.
-5. **One leak, one report.** When the pool check fails the same test, each lease it
-   reports accounts for one new socket to that lease's origin, which is left out: the
-   pool report already names the line that leased it. (By peer, not by descriptor: after
+5. **One leak, one report.** Each lease the pool check judged for the same test (failed,
+   warned or excused) accounts for one new socket to that lease's origin, which is left
+   out: the pool report already names the line that leased it. (By peer, not by descriptor: after
    a ``Connection: close`` response, urllib3's connection no longer holds the socket;
    the unread response does.)
 """
@@ -30,6 +30,7 @@ How a leaked socket is told apart from the others, cheaply:
 from __future__ import annotations
 
 import ipaddress
+import warnings
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
@@ -39,6 +40,10 @@ from pytest_connleak._core.ledger import Lease, ledger
 from pytest_connleak._core.pools import idle_connections, live_pools, socket_fd
 from pytest_connleak._core.report import ConnectionLeakError
 from pytest_connleak._core.sockets import PSUTIL_MISSING, SocketInfo, tcp_sockets
+from pytest_connleak._core.warnings import LeakWarning
+
+from .policy import JUDGED_KEY, POLICY_KEY, WARNED
+from .summary import SOCKET_PROPERTY
 
 __all__ = ["SocketChecker", "add_options", "require_psutil"]
 
@@ -213,18 +218,29 @@ class SocketChecker:
         except ConnectionLeakError as exc:
             pool_error = exc
         leaked = self._leaked(item)
-        if pool_error is not None:
-            leaked = without_reported(leaked, pool_error.leases)
-        # Same scope as the pool check: test functions, minus those marked allow_leaks.
-        if (
-            leaked
-            and isinstance(item, pytest.Function)
-            and item.get_closest_marker("allow_leaks") is None
-        ):
-            text = format_socket_leaks(leaked, item.name, "still open at teardown")
-            if pool_error is not None:
-                raise ConnectionLeakError(f"{pool_error}\n{text}", pool_error.leases)
-            raise ConnectionLeakError(text)
+        # The pool check judged these leases (failed, warned or excused): their sockets
+        # are its report, not ours.
+        judged: list[Lease] = item.stash.get(JUDGED_KEY, [])
+        leaked = without_reported(leaked, judged)
+        # Same scope as the pool check: test functions; a bare allow_leaks excuses them.
+        if leaked and isinstance(item, pytest.Function):
+            policy = item.config.stash[POLICY_KEY]
+            why = policy.why_socket(item)
+            for sock in leaked:
+                line = sock.line()
+                item.user_properties.append((SOCKET_PROPERTY, f"{line} ({why})" if why else line))
+            if why is None or why == WARNED:
+                text = format_socket_leaks(leaked, item.name, "still open at teardown")
+                if why == WARNED:
+                    # At the test's own line: a socket has no lease site to point at.
+                    _, line0, _ = item.location
+                    warnings.warn_explicit(
+                        LeakWarning(text), LeakWarning, str(item.path), (line0 or 0) + 1
+                    )
+                elif pool_error is not None:
+                    raise ConnectionLeakError(f"{pool_error}\n{text}", pool_error.leases)
+                else:
+                    raise ConnectionLeakError(text)
         if pool_error is not None:
             raise pool_error
         return result

@@ -14,6 +14,7 @@ from .settings import DEFAULT_POOL_THRESHOLD, SETTINGS_KEY
 __all__ = [
     "KNOWN_SDK_BEHAVIOUR",
     "LEAK_PROPERTY",
+    "SOCKET_PROPERTY",
     "PoolRow",
     "pool_rows",
     "write_internal_errors",
@@ -24,24 +25,36 @@ __all__ = [
 LEAK_PROPERTY = "connection_leak"
 """Name of the ``user_properties`` entry (and JUnit XML property) of each leak."""
 
+SOCKET_PROPERTY = "socket_leak"
+"""Name of the ``user_properties`` entry (and JUnit XML property) of each socket left open
+(``--leak-check-sockets``): ``tcp local -> remote STATE``, then `` (why)`` if excused."""
+
+_KINDS = (LEAK_PROPERTY, SOCKET_PROPERTY)
+_KIND_NOUNS = {LEAK_PROPERTY: "connection", SOCKET_PROPERTY: "socket"}
+
 KNOWN_SDK_BEHAVIOUR = "known SDK behaviour"
 """Status of a lease an SDK left open on its documented path, where no pool can run dry."""
 
 
 def write_summary(terminalreporter: pytest.TerminalReporter) -> None:
     write_pool_table(terminalreporter)
-    leaking: dict[str, list[str]] = {}
+    # One block per test and kind: pooled connections, then sockets (the socket check).
+    leaking: dict[tuple[str, str], list[str]] = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
+            if getattr(report, "when", None) != "teardown":
+                continue
             for name, value in getattr(report, "user_properties", ()):
-                if name == LEAK_PROPERTY and getattr(report, "when", None) == "teardown":
-                    leaking.setdefault(report.nodeid, []).append(str(value))
+                if name in _KINDS:
+                    leaking.setdefault((report.nodeid, name), []).append(str(value))
     if not leaking:
         return
     terminalreporter.write_sep("=", "connection leaks", yellow=True)
-    for nodeid, lines in leaking.items():
+    # Insertion order: tests as reported; a test's pool leaks before its sockets.
+    for (nodeid, kind), lines in leaking.items():
         count = len(lines)
-        headline = f"{nodeid}: {count} connection{'s' if count != 1 else ''} leaked"
+        noun = _KIND_NOUNS[kind]
+        headline = f"{nodeid}: {count} {noun}{'s' if count != 1 else ''} leaked"
         statuses = [_status(line) for line in lines]
         if statuses[0] is not None and statuses.count(statuses[0]) == count:
             # One reason for all (the usual case): say it once, on the headline.
@@ -50,18 +63,20 @@ def write_summary(terminalreporter: pytest.TerminalReporter) -> None:
         elif any(statuses):
             kinds: dict[str, int] = {}
             for status in filter(None, statuses):
-                kind = status.partition(":")[0]
-                kinds[kind] = kinds.get(kind, 0) + 1
-            headline += f" ({', '.join(f'{n} {kind}' for kind, n in kinds.items())})"
+                why = status.partition(":")[0]
+                kinds[why] = kinds.get(why, 0) + 1
+            headline += f" ({', '.join(f'{n} {why}' for why, n in kinds.items())})"
         terminalreporter.write_line(headline)
         for line in lines:
             terminalreporter.write_line(f"    {line}")
 
 
-# A lease line ends "in function" when it counted, or "(why it did not)" when excused by an
-# ignore rule, allow_leaks or the baseline (see _policy).
+# A lease line ends "in function" when it counted, or "(why it did not fail the test)" when
+# excused by an ignore rule, allow_leaks, the baseline or a known SDK behaviour, or warned
+# in warn mode (_policy).
 _STATUS = re.compile(
-    r" \(((?:ignored|allowed|in baseline|recorded in baseline|known SDK behaviour)(?:: .*)?)\)$"
+    r" \(((?:ignored|allowed|in baseline|recorded in baseline|known SDK behaviour|warned)"
+    r"(?:: .*)?)\)$"
 )
 
 
@@ -96,7 +111,8 @@ class PoolRow:
         return "; ".join(marks)
 
     def cells(self) -> list[str]:
-        capacity = "none" if self.capacity is None else str(self.capacity)
+        # "-": an unbounded pool has no capacity to be measured against.
+        capacity = "-" if self.capacity is None else str(self.capacity)
         return [
             self.origin,
             ", ".join(sorted(self.clients)),

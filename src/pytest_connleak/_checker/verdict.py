@@ -25,8 +25,20 @@ from pytest_connleak._core.sdks import SDK_PACKAGES
 from pytest_connleak._core.warnings import IncompatibleClientWarning
 
 from .health import USAGE_ATTR, warn_health
-from .policy import POLICY_KEY, allows_every_leak
-from .settings import CHECKER_KEY, REQUESTED_KEY, SETTINGS_KEY, is_xdist_controller
+from .policy import (
+    POLICY_KEY,
+    allows_every_leak,
+    note_call_failed_by_leak,
+    note_early_report,
+    reported_early,
+)
+from .settings import (
+    CHECKER_KEY,
+    REQUESTED_KEY,
+    SETTINGS_KEY,
+    escalated_client_error,
+    is_xdist_controller,
+)
 
 __all__ = [
     "CHECKER_KEY",
@@ -53,9 +65,13 @@ def activate(config: pytest.Config) -> LeakChecker:
     ledger.add_library(*config.stash[SETTINGS_KEY].library_packages)
     checker = LeakChecker(config, instrumentation)
     config.stash[CHECKER_KEY] = checker
-    for problem in problems:
-        config.issue_config_time_warning(IncompatibleClientWarning(problem), stacklevel=2)
     config.add_cleanup(checker.close)
+    for problem in problems:
+        try:
+            config.issue_config_time_warning(IncompatibleClientWarning(problem), stacklevel=2)
+        except IncompatibleClientWarning:
+            # Escalated by the user: a usage error, not an INTERNALERROR traceback.
+            raise escalated_client_error(problem) from None
     config.pluginmanager.register(checker, "connleak-checker")
     return checker
 
@@ -261,8 +277,11 @@ class LeakChecker:
         policy = item.config.stash[POLICY_KEY]
         parts = []
         everything: list[Lease] = []
-        # The policy records every lease for the summary and keeps those that count.
-        if leases and (counted := policy.sort(item, leases, item.nodeid)):
+        # The policy records every lease for the summary and keeps those that count;
+        # assert_no_leaks() may have reported some of them already.
+        early = reported_early(item, policy.mode)
+        counted = policy.sort(item, leases, item.nodeid) if leases else []
+        if counted := [lease for lease in counted if lease not in early]:
             parts.append(self.report(counted, name, "still leased at teardown"))
             everything += counted
         for owner, held in pending:
@@ -296,6 +315,8 @@ class LeakChecker:
                 setattr(report, USAGE_ATTR, [u.to_dict() for u in usage])
         # Teardown's verdict, or assert_no_leaks() in the test itself.
         if excinfo is not None and isinstance(excinfo.value, ConnectionLeakError):
+            if call.when == "call":
+                note_call_failed_by_leak(item)
             from .longrepr import leak_repr
 
             # Our frames say nothing useful to the user; the message says everything.
@@ -333,11 +354,24 @@ class LeakCheck:
         return ledger.open_leases(self._item.nodeid)
 
     def assert_no_leaks(self) -> None:
-        """Raise :class:`ConnectionLeakError` if this test holds any connection now."""
+        """Fail now if this test holds a connection that would fail it at teardown.
+
+        The teardown verdict's judgement, earlier: leases excused by ``leak_check_ignore``,
+        ``allow_leaks`` or the baseline pass, and in warn mode a
+        :class:`~pytest_connleak.LeakWarning` replaces the error. A lease reported here is
+        not reported again at teardown (it is still listed in the end-of-run summary).
+        """
         __tracebackhide__ = True
-        leases = self.leased()
-        if leases:
-            name = self._item.name
-            raise ConnectionLeakError(
-                self._checker.report(leases, name, "still leased at assert_no_leaks()"), leases
-            )
+        item = self._item
+        policy = item.config.stash[POLICY_KEY]
+        judged = policy.classify(item, self.leased(), item.nodeid)
+        early = reported_early(item, policy.mode)
+        leases = [lease for lease, why, _ in judged if why is None and lease not in early]
+        if not leases:
+            return
+        message = self._checker.report(leases, item.name, "still leased at assert_no_leaks()")
+        note_early_report(item, leases)
+        if policy.mode == "warn":
+            policy.warn(message, leases)
+            return
+        raise ConnectionLeakError(message, leases)

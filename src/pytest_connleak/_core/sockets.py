@@ -10,7 +10,8 @@ from typing import Any
 
 __all__ = ["PSUTIL_MISSING", "SocketInfo", "format_address", "tcp_sockets"]
 
-PSUTIL_MISSING = "needs psutil: pip install 'pytest-connleak[sockets]'"
+# pip install psutil works today; the extra's index form only once the package is published.
+PSUTIL_MISSING = "needs psutil: pip install psutil (the 'sockets' extra of pytest-connleak)"
 
 
 @dataclass(frozen=True)
