@@ -25,8 +25,18 @@ __all__ = ["lb_httpserver", "load_balancer", "response_shape"]
 SHAPE_NAMES = ("empty", "html", "json", "large", "chunked", "slow", "close", "truncated")
 
 
+def _require(fixture: str, modules: tuple[str, ...]) -> None:
+    """Fail the test with the extra to install, not an ImportError from deep inside."""
+    from .extra import missing, missing_message
+
+    absent = missing(modules)
+    if absent:
+        pytest.fail(missing_message(f"the {fixture} fixture", absent), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def _connleak_lb() -> Iterator[HTTPServer]:
+    _require("lb_httpserver", ("pytest_httpserver", "werkzeug"))
     from pytest_httpserver import HTTPServer
 
     server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
@@ -66,6 +76,7 @@ def response_shape(request: pytest.FixtureRequest) -> ResponseShape:
     ``lb_httpserver.expect_request(...).respond_with_handler(response_shape)`` (or
     ``.handler``). ``response_shape.with_status(403)`` answers 403 in that shape.
     """
+    _require("response_shape", ("werkzeug",))
     from .shapes import RESPONSE_SHAPES
 
     shape: ResponseShape = RESPONSE_SHAPES[request.param]
@@ -87,6 +98,7 @@ def load_balancer() -> Iterator[Callable[..., str]]:
     concurrently. Every proxy started is stopped at the end of the test, its threads
     joined and its sockets closed.
     """
+    _require("load_balancer", ("werkzeug",))
     from .proxy import ReverseProxy
 
     proxies: list[ReverseProxy] = []
