@@ -44,7 +44,8 @@ ADAPTERS: tuple[str, ...] = (
 # calling requests must be pointed at their line, not at requests' internals.
 HTTP_LIBRARIES = ("urllib3", "requests", "httpx", "httpcore", "aiohttp", "anyio", "trio")
 # Reaching these while looking for the lease site means no user frame asked for it.
-TEST_RUNNERS = ("_pytest", "pluggy", "pytest_asyncio")
+# backports.asyncio.runner: asyncio.Runner, which pytest-asyncio uses on Python 3.10.
+TEST_RUNNERS = ("_pytest", "pluggy", "pytest_asyncio", "backports.asyncio.runner")
 
 
 class Incompatible(Exception):
