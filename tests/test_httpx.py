@@ -1,4 +1,7 @@
-"""httpx (and httpcore under it), sync and async on asyncio and trio: leaks and clean twins.
+"""httpx and httpx2 (httpcore, httpcore2 under them), sync and async on asyncio and trio.
+
+The leak and clean twins run once per flavour: the inner files' ``import httpx`` becomes
+``import httpx2 as httpx`` for httpx2 (same lines, same reports), see :class:`Flavour`.
 
 Inner projects reach the suite's keep-alive server through ``url``; async tests run by
 pytest-asyncio (asyncio) and by anyio's pytest plugin (trio), with the same test text:
@@ -9,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import inspect
 import socket
+import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpcore  # noqa: F401  (see below)
 import httpx
@@ -21,6 +27,10 @@ import pytest
 from pytest_connleak._clients.httpcore import ASYNC_HINT, CLIENT_CLOSED, SYNC_HINT
 from pytest_connleak._core.adapters import Instrumentation
 from pytest_connleak._core.ledger import Ledger
+
+if sys.version_info >= (3, 11):  # httpx2 needs Python 3.11
+    import httpcore2  # noqa: F401  (as httpcore, below)
+    import httpx2  # noqa: F401
 
 # httpx imports httpcore lazily. Imported here, httpcore stays in the sys.modules that
 # pytester restores after each inline run; otherwise every run would import a new httpcore
@@ -69,10 +79,40 @@ def hint(text: str) -> str:
     return f"E     {text}"
 
 
+@dataclass(frozen=True)
+class Flavour:
+    """httpx or httpx2: the client package, the httpcore under it, and its adapter's name."""
+
+    package: str
+    core: str
+
+    def text(self, source: str) -> str:
+        """*source* (written for httpx) using this flavour, on the same lines."""
+        if self.package == "httpx":
+            return source
+        return source.replace("import httpx", f"import {self.package} as httpx")
+
+    def version(self) -> str:
+        return str(__import__(self.core).__version__)
+
+
+FLAVOURS = {"httpx": Flavour("httpx", "httpcore"), "httpx2": Flavour("httpx2", "httpcore2")}
+
+
+@pytest.fixture(params=sorted(FLAVOURS))
+def flavour(request: pytest.FixtureRequest) -> Flavour:
+    """Each tracked httpx flavour; httpx2 is skipped where it cannot be installed (3.10)."""
+    if request.param == "httpx2" and sys.version_info < (3, 11):
+        pytest.skip("httpx2 needs Python 3.11+")
+    return FLAVOURS[request.param]
+
+
 @pytest.fixture(params=sorted(RUNNERS))
-def project(base_conftest: pytest.Pytester, request: pytest.FixtureRequest) -> pytest.Pytester:
+def project(
+    base_conftest: pytest.Pytester, request: pytest.FixtureRequest, flavour: Flavour
+) -> pytest.Pytester:
     """``base_conftest`` plus ``helper.py`` and ``runner.py``, once per async runner."""
-    base_conftest.makepyfile(runner=RUNNERS[request.param], helper=HELPER)
+    base_conftest.makepyfile(runner=RUNNERS[request.param], helper=flavour.text(HELPER))
     return base_conftest
 
 
@@ -125,8 +165,10 @@ SYNC_LEAKS = """
     """
 
 
-def test_sync_leaks_are_reported_at_the_user_line(base_conftest: pytest.Pytester) -> None:
-    base_conftest.makepyfile(helper=HELPER, test_sync=SYNC_LEAKS)
+def test_sync_leaks_are_reported_at_the_user_line(
+    base_conftest: pytest.Pytester, flavour: Flavour
+) -> None:
+    base_conftest.makepyfile(helper=flavour.text(HELPER), test_sync=flavour.text(SYNC_LEAKS))
     result = base_conftest.runpytest("--leak-check")
     result.assert_outcomes(passed=5, errors=5)
     result.stdout.fnmatch_lines(
@@ -234,8 +276,12 @@ SYNC_CLEAN = """
     """
 
 
-def test_sync_clean_twins_pass(base_conftest: pytest.Pytester, silent_url: str) -> None:
-    base_conftest.makepyfile(test_clean=SYNC_CLEAN, servers=f"SILENT_URL = {silent_url!r}")
+def test_sync_clean_twins_pass(
+    base_conftest: pytest.Pytester, silent_url: str, flavour: Flavour
+) -> None:
+    base_conftest.makepyfile(
+        test_clean=flavour.text(SYNC_CLEAN), servers=f"SILENT_URL = {silent_url!r}"
+    )
     result = base_conftest.runpytest("--leak-check")
     result.assert_outcomes(passed=9)
 
@@ -331,8 +377,10 @@ ASYNC_LEAKS = """
     """
 
 
-def test_async_leaks_are_reported_at_the_user_line(project: pytest.Pytester) -> None:
-    project.makepyfile(test_async=ASYNC_LEAKS)
+def test_async_leaks_are_reported_at_the_user_line(
+    project: pytest.Pytester, flavour: Flavour
+) -> None:
+    project.makepyfile(test_async=flavour.text(ASYNC_LEAKS))
     result = project.runpytest("--leak-check")
     result.assert_outcomes(passed=5, errors=5)
     result.stdout.fnmatch_lines(
@@ -409,8 +457,10 @@ ASYNC_CLEAN = """
     """
 
 
-def test_async_clean_twins_pass(project: pytest.Pytester, silent_url: str) -> None:
-    project.makepyfile(test_clean=ASYNC_CLEAN, servers=f"SILENT_URL = {silent_url!r}")
+def test_async_clean_twins_pass(
+    project: pytest.Pytester, silent_url: str, flavour: Flavour
+) -> None:
+    project.makepyfile(test_clean=flavour.text(ASYNC_CLEAN), servers=f"SILENT_URL = {silent_url!r}")
     result = project.runpytest("--leak-check")
     result.assert_outcomes(passed=7)
 
@@ -419,14 +469,15 @@ def test_async_clean_twins_pass(project: pytest.Pytester, silent_url: str) -> No
 
 
 def test_unexpected_internals_warn_once_and_skip_only_httpcore(
-    base_conftest: pytest.Pytester,
+    base_conftest: pytest.Pytester, flavour: Flavour
 ) -> None:
     # A -p plugin whose tryfirst pytest_configure runs before pytest-connleak's installs,
     # as an older or newer httpcore would be in place.
+    core = flavour.core
     base_conftest.makepyfile(
-        moved_internals="""
+        moved_internals=f"""
         import pytest
-        from httpcore._sync.connection_pool import ConnectionPool
+        from {core}._sync.connection_pool import ConnectionPool
 
         ORIGINAL = ConnectionPool.__dict__["handle_request"]
 
@@ -440,33 +491,35 @@ def test_unexpected_internals_warn_once_and_skip_only_httpcore(
         def pytest_unconfigure(config):
             ConnectionPool.handle_request = ORIGINAL
         """,
-        test_moved="""
-        import httpx, requests
+        test_moved=flavour.text(
+            """
+            import httpx, requests
 
-        def test_httpx_untracked(url):
-            with httpx.Client() as client:
-                client.send(client.build_request("GET", url + "/ok"), stream=True)
+            def test_httpx_untracked(url):
+                with httpx.Client() as client:
+                    client.send(client.build_request("GET", url + "/ok"), stream=True)
 
-        def test_requests_still_tracked(url):
-            requests.get(url + "/403", stream=True)
-        """,
+            def test_requests_still_tracked(url):
+                requests.get(url + "/403", stream=True)
+            """
+        ),
     )
     base_conftest.syspathinsert()
     result = base_conftest.runpytest("-p", "moved_internals", "--leak-check")
     result.assert_outcomes(passed=2, errors=1, warnings=1)
-    version = httpcore.__version__
+    version = flavour.version()
     result.stdout.fnmatch_lines(
         [
-            f"*IncompatibleClientWarning: pytest-connleak cannot track httpcore {version}: "
-            "httpcore.ConnectionPool.handle_request"
+            f"*IncompatibleClientWarning: pytest-connleak cannot track {core} {version}: "
+            f"{core}.ConnectionPool.handle_request"
             "('self', 'request', 'extensions') does not take ('self', 'request'); "
-            "leaks through httpcore will not be reported",
+            f"leaks through {core} will not be reported",
         ]
     )
     result.stdout.fnmatch_lines(
         ["*tracking urllib3 *, aiohttp *", "*ERROR at teardown of test_requests_still_tracked*"]
     )
-    assert f"httpcore {version}," not in result.stdout.str()
+    assert f"{core} {version}," not in result.stdout.str()
 
 
 # -- the wrappers themselves -----------------------------------------------------------------
@@ -524,18 +577,19 @@ def test_errors_pass_through_and_take_no_lease(instrumented: Ledger) -> None:
 
 
 def test_response_is_returned_and_lease_follows_its_stream(
-    instrumented: Ledger, base_url: str
+    instrumented: Ledger, base_url: str, flavour: Flavour
 ) -> None:
-    with httpx.Client() as client:
+    client_module = importlib.import_module(flavour.package)
+    with client_module.Client() as client:
         response = client.send(client.build_request("GET", base_url + "/ok"), stream=True)
         assert response.status_code == 200
         (lease,) = instrumented.open_leases()
         assert (lease.origin, lease.client, lease.site.function) == (
             base_url,
-            "httpcore",
+            flavour.core,
             "test_response_is_returned_and_lease_follows_its_stream",
         )
-        assert lease.site.library == "httpx"
+        assert lease.site.library == flavour.package
         assert response.read() == b"ok"
         assert instrumented.open_leases() == []
 
@@ -548,6 +602,43 @@ def test_dropped_response_stays_leased_after_gc(instrumented: Ledger, base_url: 
         # Collected with its stream unclosed: httpcore still counts the connection as busy.
         assert lease.holder_collected
         assert [c.is_idle() for c in client._transport._pool.connections] == [False]
+
+
+class _CyclicStream:
+    """An SDK's stream object: it and the generator reading it form a reference cycle."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.iterator = self._read()
+
+    def _read(self) -> Iterator[bytes]:
+        try:
+            yield from self.response.iter_bytes()
+        finally:
+            self.response.close()  # run by the generator's finalizer, inside the cyclic GC
+
+
+def test_stream_closed_by_a_cycle_finalizer_gives_its_lease_back(
+    instrumented: Ledger, base_url: str, flavour: Flavour
+) -> None:
+    client_module = importlib.import_module(flavour.package)
+    with client_module.Client() as client:
+        request = client.build_request("GET", base_url + "/big")
+        stream = _CyclicStream(client.send(request, stream=True))
+        next(stream.iterator)
+        gc.disable()  # so that the collection happens where this test says
+        try:
+            del stream
+            assert len(instrumented.open_leases()) == 1
+            # The GC clears weak references before finalizers run: the lease must still
+            # be found when the finalizer closes the stream.
+            gc.collect()
+            assert instrumented.open_leases() == []
+            # No request in flight (httpcore before 1.0 has no such repr: ask the connections).
+            pool = client._transport._pool
+            assert all(c.is_idle() or c.is_closed() for c in pool.connections)
+        finally:
+            gc.enable()
 
 
 def test_threads_share_a_client_without_losing_count(instrumented: Ledger, base_url: str) -> None:

@@ -161,7 +161,7 @@ HTTPConnectionPool._get_conn = _get_conn
         [
             # urllib3 is skipped; the other clients are tracked once imported.
             "connleak: checking every test for leaked HTTP connections "
-            "(tracking httpcore (when imported), aiohttp (when imported))",
+            "(tracking httpcore (when imported), *aiohttp (when imported))",
             "*IncompatibleClientWarning: pytest-connleak cannot track urllib3 *: "
             "urllib3.connectionpool.HTTPConnectionPool._get_conn('self', 'timeout', 'priority') "
             "does not take ('self', 'timeout'); leaks through urllib3 will not be reported",

@@ -14,6 +14,7 @@ from ._core.report import ConnectionLeakError
 from ._core.warnings import (
     ConnleakWarning,
     IncompatibleClientWarning,
+    InternalErrorWarning,
     LeakWarning,
     PoolHealthWarning,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "ConnectionLeakError",
     "ConnleakWarning",
     "IncompatibleClientWarning",
+    "InternalErrorWarning",
     "Lease",
     "LeakCheck",
     "LeakCheckMixin",

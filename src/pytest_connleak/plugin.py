@@ -11,6 +11,7 @@ import pytest
 
 from ._checker import policy as _policy
 from ._checker import socket_check as _sockets
+from ._checker.internal import InternalErrors
 from ._checker.policy import POLICY_KEY, configure_policy
 from ._checker.settings import add_options, parse_allow_leaks, resolve_settings
 from ._checker.summary import write_summary
@@ -48,6 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     settings = resolve_settings(config)
     config.stash[SETTINGS_KEY] = settings
+    InternalErrors.register(config, ledger)
     config.stash[POLICY_KEY] = configure_policy(config)
     if settings.check_all and not is_xdist_controller(config):
         activate(config)

@@ -18,12 +18,13 @@ import pytest
 
 from pytest_connleak._core.ledger import Lease
 from pytest_connleak._core.report import lease_line
+from pytest_connleak._core.sdks import known_behaviour
 from pytest_connleak._core.warnings import LeakWarning
 
 from .baseline import KEY_PROPERTY, Baseline, BaselineReporter, lease_key, load_baseline
 from .rules import VALID_FORMS, PatternError, Rule, parse_rule
 from .settings import AllowLeaks, parse_allow_leaks
-from .summary import LEAK_PROPERTY
+from .summary import KNOWN_SDK_BEHAVIOUR, LEAK_PROPERTY
 
 __all__ = ["MODES", "POLICY_KEY", "Policy", "add_options", "configure_policy"]
 
@@ -187,6 +188,9 @@ def _excuse(
     for rule in ignore:
         if rule.matches(lease, rootdir):
             return f"ignored: {rule.describe()}"
+    behaviour = known_behaviour(lease)
+    if behaviour is not None:
+        return f"{KNOWN_SDK_BEHAVIOUR}: {behaviour}"
     return None
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "Settings",
     "parse_allow_leaks",
     "parse_bool",
+    "parse_packages",
     "parse_threshold",
     "resolve_settings",
 ]
@@ -39,6 +40,9 @@ class Settings:
     check_sockets: bool = False
     #: Warn when a test drives a pool to this share of its capacity, in (0, 1].
     pool_threshold: float = DEFAULT_POOL_THRESHOLD
+    #: ini ``leak_check_library_packages``: packages never a lease site, besides the SDKs
+    #: built in (``pytest_connleak._core.sdks.SDK_PACKAGES``).
+    library_packages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,24 @@ def resolve_settings(config: pytest.Config) -> Settings:
         check_all=bool(option),
         check_sockets=bool(sockets),
         pool_threshold=parse_threshold(threshold, "leak_check_pool_threshold"),
+        library_packages=parse_packages(
+            config.getini("leak_check_library_packages"), "leak_check_library_packages"
+        ),
     )
+
+
+def parse_packages(values: Sequence[object], name: str) -> tuple[str, ...]:
+    """Check a list of importable package names (``my_sdk``, ``company.clients``)."""
+    packages = []
+    for value in values:
+        text = str(value).strip()
+        if not all(part.isidentifier() for part in text.split(".")):
+            raise pytest.UsageError(
+                f"{name}: {text!r} is not a package name; give importable names such as "
+                "my_sdk or company.clients, separated by spaces or newlines"
+            )
+        packages.append(text)
+    return tuple(packages)
 
 
 def parse_allow_leaks(marker: pytest.Mark, nodeid: str) -> AllowLeaks:
@@ -196,5 +217,13 @@ def add_options(parser: pytest.Parser) -> pytest.OptionGroup:
         default=str(DEFAULT_POOL_THRESHOLD),
         help="share of a pool's capacity, in (0, 1], at which a checked test gets a "
         "PoolHealthWarning (default 0.75).",
+    )
+    parser.addini(
+        "leak_check_library_packages",
+        type="args",
+        default=[],
+        help="packages whose frames are library code, never a lease site (your own SDK "
+        "wrappers); boto3, botocore, openai, anthropic, docker and other common SDKs are "
+        "built in.",
     )
     return group

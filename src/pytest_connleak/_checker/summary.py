@@ -10,10 +10,21 @@ import pytest
 
 from .health import usage_from_report
 
-__all__ = ["LEAK_PROPERTY", "PoolRow", "pool_rows", "write_pool_table", "write_summary"]
+__all__ = [
+    "KNOWN_SDK_BEHAVIOUR",
+    "LEAK_PROPERTY",
+    "PoolRow",
+    "pool_rows",
+    "write_internal_errors",
+    "write_pool_table",
+    "write_summary",
+]
 
 LEAK_PROPERTY = "connection_leak"
 """Name of the ``user_properties`` entry (and JUnit XML property) of each leak."""
+
+KNOWN_SDK_BEHAVIOUR = "known SDK behaviour"
+"""Status of a lease an SDK left open on its documented path, where no pool can run dry."""
 
 
 def write_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -48,7 +59,9 @@ def write_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 # A lease line ends "in function" when it counted, or "(why it did not)" when excused by an
 # ignore rule, allow_leaks or the baseline (see _policy).
-_STATUS = re.compile(r" \(((?:ignored|allowed|in baseline|recorded in baseline)(?:: .*)?)\)$")
+_STATUS = re.compile(
+    r" \(((?:ignored|allowed|in baseline|recorded in baseline|known SDK behaviour)(?:: .*)?)\)$"
+)
 
 
 def _status(line: str) -> str | None:
@@ -127,3 +140,10 @@ def write_pool_table(terminalreporter: pytest.TerminalReporter) -> None:
             for i, (cell, width) in enumerate(zip(line, widths, strict=True))
         ]
         terminalreporter.write_line("  ".join(cells).rstrip())
+
+
+def write_internal_errors(terminalreporter: pytest.TerminalReporter, lines: list[str]) -> None:
+    """The "connleak internal errors" section: one line per distinct failure of ours."""
+    terminalreporter.write_sep("=", "connleak internal errors", red=True)
+    for line in lines:
+        terminalreporter.write_line(f"INTERNAL ERROR (not a test failure): {line}")

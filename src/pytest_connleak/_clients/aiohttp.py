@@ -1,16 +1,19 @@
-"""aiohttp: a lease is ``BaseConnector.connect``, a return is ``_release_acquired``.
+"""aiohttp: a lease is a ``Connection`` made by a connector, a return is ``_release``.
 
-Every way aiohttp gives a connection back (``response.release()``, ``close()``, leaving
-``async with session.get(...)``, and its own release once a small body is fully buffered)
-runs ``BaseConnector._release(key, protocol)``, which calls
-``_release_acquired(key, protocol)``. Two exceptions, both measured on aiohttp 3.14:
+aiohttp 3.10+ makes every pooled connection it hands out as a ``Connection(connector, key,
+protocol, loop)`` inside ``BaseConnector.connect`` (a CONNECT tunnel's subclass aside,
+which is never pooled), and every way it gives one back (``response.release()``,
+``close()``, leaving ``async with session.get(...)``, a dropped response's ``__del__``, and
+its own release once a small body is fully buffered) runs ``BaseConnector._release(key,
+protocol)``, also once the connector is closed (it then returns at once: a response
+released after its session was closed *was* released). Both are synchronous: the request
+path gains no coroutine. A request that has to wait for a free connection runs
+``_wait_for_available_connection``, which is where waits are counted. Older versions are
+tracked at ``connect`` (a lease) and ``_release_acquired`` (a return).
 
-- ``ClientSession.close()`` empties the connector's acquired set without calling
-  ``_release_acquired``: a response still open then was never released, and its lease
-  stays open (marked, so that the report says the session was closed under it);
-- once the connector is closed, ``_release`` returns before ``_release_acquired``: a
-  response released after its session was closed *was* released, so ``_release`` on a
-  closed connector gives the lease back too.
+``ClientSession.close()`` empties the connector's acquired set without releasing: a
+response still open then was never released, and its lease stays open (marked, so that
+the report says the session was closed under it).
 
 One connector serves every host; records are kept per (connector, origin).
 """
@@ -80,40 +83,90 @@ class AiohttpAdapter(Adapter):
         expect_signature(cls, "_release_acquired", ("self", "key", "proto"))
         _expect_leading(cls, "_release", ("self", "key", "protocol"))
         _expect_leading(cls, "_close", ("self",))
+        if "_wait_for_available_connection" in cls.__dict__:
+            _expect_leading(cls, "_wait_for_available_connection", ("self", "key"))
         if not inspect.iscoroutinefunction(cls.__dict__["connect"]):
             raise Incompatible(f"{cls.__module__}.{cls.__qualname__}.connect is not async")
 
         pools = OriginPools(ledger, self.name)
+        name = self.name
+        failed = ledger.internal_error
+        # aiohttp 3.10+ waits for a free slot in one method of its own, which runs only
+        # when a request really has to wait: the request path then pays nothing for it.
+        waits_apart = "_wait_for_available_connection" in cls.__dict__
+
+        find = pools.find
+        connection_cls = getattr(connector_mod, "Connection", None)
+        # aiohttp 3.10+ (which waits apart) makes every Connection in connect() with
+        # these parameters; older versions are tracked at connect() itself.
+        direct = (
+            waits_apart
+            and isinstance(connection_cls, type)
+            and "__init__" in connection_cls.__dict__
+            and tuple(inspect.signature(connection_cls.__dict__["__init__"]).parameters)
+            == ("self", "connector", "key", "protocol", "loop")
+        )
 
         def record(connector: Any, key: Any) -> PoolRecord:
-            return pools.get(connector, origin_of(key), lambda: _capacity(connector))
+            origin_key = (key.host, key.port, key.is_ssl)
+            # find() first: the closures below cost more than the look-up.
+            return find(connector, origin_key) or pools.get(
+                connector, origin_key, lambda: origin_of(key), lambda: _capacity(connector)
+            )
+
+        def note_wait(connector: Any, key: Any) -> None:
+            try:
+                ledger.note_wait(record(connector, key))
+            except Exception as exc:
+                failed(name, "counting a wait for a connection", exc)
 
         def give_back(connector: Any, key: Any, proto: Any) -> None:
             # find(), not get(): the placeholders and connections released here before we
             # saw them leased need no record.
-            rec = pools.find(connector, origin_of(key))
-            if rec is not None:
-                ledger.release(rec, proto)
+            try:
+                rec = find(connector, (key.host, key.port, key.is_ssl))
+                if rec is not None:
+                    ledger.release(rec, proto)
+            except Exception as exc:
+                failed(name, "recording a return (_release_acquired)", exc)
 
         def make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
-            async def connect(self: Any, req: Any, *args: Any, **kwargs: Any) -> Any:
-                key = req.connection_key
-                rec = record(self, key)
-                limit = self.limit
-                if (rec.capacity is not None and rec.leased >= rec.capacity) or (
-                    limit and pools.leased(self) >= limit
-                ):
-                    ledger.note_wait(rec)
-                conn = await original(self, req, *args, **kwargs)
-                ledger.lease(rec, conn.protocol)
+            async def connect(self: Any, req: Any, traces: Any, timeout: Any) -> Any:
+                if not waits_apart:
+                    # Before the original: look-ups that cannot fail; the origin only when
+                    # every connection is out.
+                    group = pools.group(self)
+                    if group is not None and group[1] is not None and group[0] >= group[1]:
+                        try:
+                            key = req.connection_key
+                        except Exception:
+                            key = None
+                        if key is not None:
+                            note_wait(self, key)
+                conn = await original(self, req, traces, timeout)
+                try:
+                    # The connection's own key: req.connection_key builds a new one.
+                    key = getattr(conn, "_key", None) or req.connection_key
+                    ledger.lease(record(self, key), conn.protocol)
+                except Exception as exc:
+                    failed(name, "recording a lease (connect)", exc)
                 return conn
 
             return connect
 
+        def make_wait(original: Callable[..., Any]) -> Callable[..., Any]:
+            async def _wait_for_available_connection(
+                self: Any, key: Any, *args: Any, **kwargs: Any
+            ) -> Any:
+                note_wait(self, key)
+                return await original(self, key, *args, **kwargs)
+
+            return _wait_for_available_connection
+
         def make_release_acquired(original: Callable[..., Any]) -> Callable[..., Any]:
-            def _release_acquired(self: Any, key: Any, proto: Any, *a: Any, **kw: Any) -> Any:
+            def _release_acquired(self: Any, key: Any, proto: Any) -> Any:
                 try:
-                    return original(self, key, proto, *a, **kw)
+                    return original(self, key, proto)
                 finally:
                     give_back(self, key, proto)
 
@@ -131,13 +184,67 @@ class AiohttpAdapter(Adapter):
         def make_close(original: Callable[..., Any]) -> Callable[..., Any]:
             def _close(self: Any, *args: Any, **kwargs: Any) -> Any:
                 # The original forgets every acquired connection without releasing it.
-                for lease in pools.open_leases(self):
-                    lease.state = CLOSED_WITH_CONNECTOR
+                try:
+                    for lease in pools.open_leases(self):
+                        lease.state = CLOSED_WITH_CONNECTOR
+                except Exception as exc:
+                    failed(name, "noting a closed session", exc)
                 return original(self, *args, **kwargs)
 
             return _close
 
-        patcher.wrap(cls, "connect", make_connect)
-        patcher.wrap(cls, "_release_acquired", make_release_acquired)
-        patcher.wrap(cls, "_release", make_release)
+        def make_init(original: Callable[..., Any]) -> Callable[..., Any]:
+            def __init__(self: Any, connector: Any, key: Any, protocol: Any, loop: Any) -> None:
+                original(self, connector, key, protocol, loop)
+                # A CONNECT tunnel's connection (a subclass) is never pooled nor released.
+                if type(self) is connection_cls:
+                    try:
+                        ledger.lease(record(connector, key), protocol)
+                    except Exception as exc:
+                        failed(name, "recording a lease (Connection)", exc)
+
+            return __init__
+
+        release_params = inspect.signature(cls.__dict__["_release"]).parameters
+        should_close = release_params.get("should_close")
+        release_exact = (
+            tuple(release_params) == ("self", "key", "protocol", "should_close")
+            and should_close is not None
+            and should_close.kind is inspect.Parameter.KEYWORD_ONLY
+            and should_close.default is False
+        )
+
+        def make_release_all(original: Callable[..., Any]) -> Callable[..., Any]:
+            if release_exact:
+                # The exact signature (3.10+), not *a/**kw: this runs on every request.
+                def _release(
+                    self: Any, key: Any, protocol: Any, *, should_close: bool = False
+                ) -> Any:
+                    try:
+                        return original(self, key, protocol, should_close=should_close)
+                    finally:
+                        give_back(self, key, protocol)
+
+                return _release
+
+            def _release_any(self: Any, key: Any, protocol: Any, *a: Any, **kw: Any) -> Any:
+                try:
+                    return original(self, key, protocol, *a, **kw)
+                finally:
+                    give_back(self, key, protocol)
+
+            return _release_any
+
+        if direct:
+            # Every connection handed out is a Connection made in connect(), and every
+            # release of one runs _release (on a closed connector too): two synchronous
+            # wrappers, no coroutine added to the request path.
+            patcher.wrap(connection_cls, "__init__", make_init)
+            patcher.wrap(cls, "_release", make_release_all)
+        else:
+            patcher.wrap(cls, "connect", make_connect)
+            patcher.wrap(cls, "_release_acquired", make_release_acquired)
+            patcher.wrap(cls, "_release", make_release)
+        if waits_apart:
+            patcher.wrap(cls, "_wait_for_available_connection", make_wait)
         patcher.wrap(cls, "_close", make_close)

@@ -1,4 +1,4 @@
-"""httpcore, and so httpx, sync and async: a lease is a response the pool handed out.
+"""httpcore and httpcore2 (httpx, httpx2), sync and async: a lease is a response handed out.
 
 ``ConnectionPool.handle_request`` (``AsyncConnectionPool.handle_async_request``) returns a
 response whose stream is a ``PoolByteStream`` (``ConnectionPoolByteStream`` before
@@ -11,21 +11,25 @@ client is closed, so the lease stays open too.
 One httpcore pool serves every origin; records are kept per (pool, origin) so that a
 report names the origin the user asked for. httpx's ``MockTransport`` (respx,
 pytest-httpx) never reaches a pool and is never seen here.
+
+httpcore2 (under httpx2, which the OpenAI and Anthropic SDKs use) keeps httpcore's pool,
+stream and method names; one adapter class serves both, parameterised by the package name,
+and each checks the internals of its own package (so a difference skips only that one).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
-import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 from pytest_connleak._core.adapters import Adapter, Incompatible, Patcher, expect_signature
-from pytest_connleak._core.ledger import Lease, Ledger, PoolRecord
+from pytest_connleak._core.ledger import Lease, Ledger
 from pytest_connleak._core.origins import OriginPools, format_origin
 
-__all__ = ["HttpcoreAdapter"]
+__all__ = ["Httpcore2Adapter", "HttpcoreAdapter"]
 
 SYNC_HINT = (
     "close the response (response.close(), or use `with client.stream(...)`) or read its body"
@@ -46,8 +50,13 @@ _STREAM_CLASSES = ("PoolByteStream", "ConnectionPoolByteStream")
 def origin_of(request: Any) -> str:
     """``scheme://host:port`` of an httpcore request."""
     url = request.url
-    origin = getattr(url, "origin", None) or url  # Origin fills in the default port
-    return format_origin(_text(origin.scheme), _text(origin.host), origin.port)
+    return _format(url.scheme, url.host, url.port)
+
+
+def _format(scheme: bytes | str, host: bytes | str, port: int | None) -> str:
+    # httpcore's Origin fills in the default port the same way; format_origin does it for
+    # the schemes it knows, without URL.origin's KeyError for the schemes it does not.
+    return format_origin(_text(scheme), _text(host), port)
 
 
 def _text(value: bytes | str) -> str:
@@ -88,8 +97,8 @@ class HttpcoreAdapter(Adapter):
         return hint
 
     def patch(self, ledger: Ledger, patcher: Patcher) -> None:
-        from httpcore._async import connection_pool as async_mod
-        from httpcore._sync import connection_pool as sync_mod
+        async_mod = importlib.import_module(f"{self.module}._async.connection_pool")
+        sync_mod = importlib.import_module(f"{self.module}._sync.connection_pool")
 
         sync_pool = sync_mod.ConnectionPool
         async_pool = async_mod.AsyncConnectionPool
@@ -102,60 +111,95 @@ class HttpcoreAdapter(Adapter):
 
         sync_pools = OriginPools(ledger, self.name)
         async_pools = self._async_pools = OriginPools(ledger, self.name)
-        # The open lease of each response stream; weak, so a dropped response is not kept
-        # alive by us (its lease stays open in the ledger: the pool still counts it).
-        leases: weakref.WeakKeyDictionary[object, Lease] = weakref.WeakKeyDictionary()
-        lock = threading.Lock()
+        # The open lease of each response stream, by id(stream), with a weak reference to
+        # the stream: a dropped response is not kept alive by us (its lease stays open in
+        # the ledger: the pool still counts it). Not keyed by a weak reference: the cyclic
+        # GC clears weak references before it runs finalizers, and a stream in a cycle (an
+        # SDK's stream object and its generator) is closed by such a finalizer, after its
+        # entry would be gone. An entry whose stream died unclosed stays until its id is
+        # reused by a new stream, which replaces it. No lock: a set and a pop, each atomic
+        # (a finalizer may close a stream in the middle of our own code).
+        leases: dict[int, tuple[Callable[[], object | None], Lease]] = {}
+        name = self.name
+        failed = ledger.internal_error
 
-        def record(pools: OriginPools, pool: Any, args: Any, kwargs: Any) -> PoolRecord:
-            request = args[0] if args else kwargs["request"]
-            rec = pools.get(pool, origin_of(request), lambda: _capacity(pool))
-            if rec.capacity is not None and pools.leased(pool) >= rec.capacity:
+        def note_wait(pools: OriginPools, pool: Any, request: Any) -> None:
+            # Before the original: only look-ups that cannot fail, then, in the rare case
+            # that every connection is out, the origin, whose failure only skips the note
+            # (an invalid URL fails in the original, with the library's own error).
+            group = pools.group(pool)
+            if group is None or group[1] is None or group[0] < group[1]:
+                return
+            try:
+                url = request.url
+                key = (url.scheme, url.host, url.port)
+                rec = pools.get(pool, key, lambda: _format(*key), lambda: _capacity(pool))
+            except Exception:
+                return
+            try:
                 ledger.note_wait(rec)
-            return rec
+            except Exception as exc:
+                failed(name, "counting a wait for a connection", exc)
 
-        def track(rec: PoolRecord, response: Any, stream_cls: type) -> None:
-            stream = getattr(response, "stream", None)
-            # Only a stream we can see close is a lease we can see returned.
-            if isinstance(stream, stream_cls):
-                lease = ledger.lease(rec, None)
-                lease.hold(stream)
-                with lock:
-                    leases[stream] = lease
+        def track(pools: OriginPools, pool: Any, request: Any, response: Any, cls: type) -> None:
+            try:
+                stream = getattr(response, "stream", None)
+                # Only a stream we can see close is a lease we can see returned.
+                if isinstance(stream, cls):
+                    url = request.url
+                    key = (url.scheme, url.host, url.port)
+                    # find() first: the closures below cost more than the look-up.
+                    rec = pools.find(pool, key) or pools.get(
+                        pool, key, lambda: _format(*key), lambda: _capacity(pool)
+                    )
+                    lease = ledger.lease(rec, None)
+                    lease._holder = holder = weakref.ref(stream)
+                    leases[id(stream)] = (holder, lease)
+            except Exception as exc:
+                failed(name, "recording a lease (handle_request)", exc)
 
         def give_back(stream: Any) -> None:
-            with lock:
-                lease = leases.pop(stream, None)
-            if lease is not None:
-                ledger.release_lease(lease)
+            try:
+                entry = leases.pop(id(stream), None)
+                if entry is not None:
+                    ref, lease = entry
+                    # None: the stream is being finalized by the cyclic GC (ids are unique
+                    # among live objects, and it is alive: it is closing).
+                    if ref() is stream or ref() is None:
+                        ledger.release_lease(lease)
+            except Exception as exc:
+                failed(name, "recording a return (stream close)", exc)
 
         def mark_closed(pools: OriginPools, pool: Any) -> None:
             # httpcore's close() drops the connections but not the requests of responses
             # still open: those leases stay open, and the report says why.
-            for lease in pools.open_leases(pool):
-                lease.state = CLOSED_WITH_POOL
+            try:
+                for lease in pools.open_leases(pool):
+                    lease.state = CLOSED_WITH_POOL
+            except Exception as exc:
+                failed(name, "noting a closed pool", exc)
 
         def make_handle(original: Callable[..., Any]) -> Callable[..., Any]:
-            def handle_request(self: Any, *args: Any, **kwargs: Any) -> Any:
-                rec = record(sync_pools, self, args, kwargs)
-                response = original(self, *args, **kwargs)
-                track(rec, response, sync_stream)
+            def handle_request(self: Any, request: Any) -> Any:
+                note_wait(sync_pools, self, request)
+                response = original(self, request)
+                track(sync_pools, self, request, response, sync_stream)
                 return response
 
             return handle_request
 
         def make_async_handle(original: Callable[..., Any]) -> Callable[..., Any]:
-            async def handle_async_request(self: Any, *args: Any, **kwargs: Any) -> Any:
-                rec = record(async_pools, self, args, kwargs)
-                response = await original(self, *args, **kwargs)
-                track(rec, response, async_stream)
+            async def handle_async_request(self: Any, request: Any) -> Any:
+                note_wait(async_pools, self, request)
+                response = await original(self, request)
+                track(async_pools, self, request, response, async_stream)
                 return response
 
             return handle_async_request
 
         def make_close(original: Callable[..., Any]) -> Callable[..., Any]:
-            def close(self: Any, *args: Any, **kwargs: Any) -> Any:
-                result = original(self, *args, **kwargs)
+            def close(self: Any) -> Any:
+                result = original(self)
                 # After the original only: a close() that failed part-way may have left the
                 # request counted by the pool, and then the lease is still out.
                 give_back(self)
@@ -164,26 +208,26 @@ class HttpcoreAdapter(Adapter):
             return close
 
         def make_aclose(original: Callable[..., Any]) -> Callable[..., Any]:
-            async def aclose(self: Any, *args: Any, **kwargs: Any) -> Any:
-                result = await original(self, *args, **kwargs)
+            async def aclose(self: Any) -> Any:
+                result = await original(self)
                 give_back(self)
                 return result
 
             return aclose
 
         def make_pool_close(original: Callable[..., Any]) -> Callable[..., Any]:
-            def close(self: Any, *args: Any, **kwargs: Any) -> Any:
+            def close(self: Any) -> Any:
                 try:
-                    return original(self, *args, **kwargs)
+                    return original(self)
                 finally:
                     mark_closed(sync_pools, self)
 
             return close
 
         def make_pool_aclose(original: Callable[..., Any]) -> Callable[..., Any]:
-            async def aclose(self: Any, *args: Any, **kwargs: Any) -> Any:
+            async def aclose(self: Any) -> Any:
                 try:
-                    return await original(self, *args, **kwargs)
+                    return await original(self)
                 finally:
                     mark_closed(async_pools, self)
 
@@ -195,3 +239,10 @@ class HttpcoreAdapter(Adapter):
         patcher.wrap(async_stream, "aclose", make_aclose)
         patcher.wrap(sync_pool, "close", make_pool_close)
         patcher.wrap(async_pool, "aclose", make_pool_aclose)
+
+
+class Httpcore2Adapter(HttpcoreAdapter):
+    """Tracks httpcore2's pools (httpx2's transports): httpcore's internals, renamed package."""
+
+    name = "httpcore2"
+    module = "httpcore2"

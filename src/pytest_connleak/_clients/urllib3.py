@@ -7,6 +7,7 @@ connection; the ledger balances slots, not connection objects, for that reason.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -39,16 +40,27 @@ COLLECTED = (
 )
 
 
+#: ``Lease.state`` of a response closed by garbage collection, not by anyone's close().
+DROPPED = "dropped"
+
+
 def origin_of(pool: Any) -> str:
     """``scheme://host:port`` of a urllib3 connection pool."""
-    scheme = getattr(pool, "scheme", "http")
-    return format_origin(scheme, str(getattr(pool, "host", "?")), getattr(pool, "port", None))
+    scheme = getattr(pool, "scheme", None) or "http"
+    return format_origin(str(scheme), str(getattr(pool, "host", "?")), _port(pool))
+
+
+def _port(pool: Any) -> int | None:
+    port = getattr(pool, "port", None)
+    return port if isinstance(port, int) else None
 
 
 def _capacity(pool: Any) -> tuple[int | None, bool]:
     queue = getattr(pool, "pool", None)
     size = getattr(queue, "maxsize", None)
-    return (size if isinstance(size, int) and size > 0 else None), bool(pool.block)
+    return (size if isinstance(size, int) and size > 0 else None), bool(
+        getattr(pool, "block", False)
+    )
 
 
 class Urllib3Adapter(Adapter):
@@ -75,55 +87,67 @@ class Urllib3Adapter(Adapter):
 
         record = ledger.pool_record
         known = ledger.known_record
+        # known_record() inlined on the request path: the ledger never rebinds _pools.
+        known_pool = ledger._pools.get
         lease, release = ledger.lease, ledger.release
+        failed = ledger.internal_error
         name = self.name
-
-        def record_of(pool: Any) -> Any:
-            # The known-pool lookup first: building the two callables costs more than it.
-            rec = known(pool)
-            if rec is None:
-                rec = record(pool, name, lambda: origin_of(pool), lambda: _capacity(pool))
-            return rec
+        get_timeout = _default(cls._get_conn, "timeout")
 
         def make_get(original: Callable[..., Any]) -> Callable[..., Any]:
-            def _get_conn(self: Any, *args: Any, **kwargs: Any) -> Any:
-                rec = record_of(self)
-                if rec.block and rec.capacity is not None and rec.leased >= rec.capacity:
-                    ledger.note_wait(rec)
-                conn = original(self, *args, **kwargs)
-                lease(rec, conn)
+            # The exact signature, not *args/**kwargs: this runs on every request.
+            def _get_conn(self: Any, timeout: Any = get_timeout) -> Any:
+                # Before the original only what cannot fail: a dict look-up and a compare.
+                rec = known_pool(id(self))
+                if rec is not None and rec.leased >= rec.wait_at:
+                    try:
+                        ledger.note_wait(rec)
+                    except Exception as exc:
+                        failed(name, "counting a wait for a connection", exc)
+                conn = original(self, timeout)
+                try:
+                    if rec is None:
+                        rec = record(self, name, lambda: origin_of(self), lambda: _capacity(self))
+                    lease(rec, conn)
+                except Exception as exc:
+                    failed(name, "recording a lease (_get_conn)", exc)
                 return conn
 
             return _get_conn
 
         def make_put(original: Callable[..., Any]) -> Callable[..., Any]:
-            def _put_conn(self: Any, *args: Any, **kwargs: Any) -> Any:
-                conn = args[0] if args else kwargs.get("conn")
+            def _put_conn(self: Any, conn: Any) -> Any:
                 try:
-                    return original(self, *args, **kwargs)
+                    return original(self, conn)
                 finally:
                     # After the original: FullPoolError still returns the slot to us.
                     # A pool never seen leasing (it leased before we were installed)
                     # has nothing to balance, and gets no record from a late return.
-                    rec = known(self)
+                    rec = known_pool(id(self))
                     if rec is not None:
-                        release(rec, conn)
+                        try:
+                            release(rec, conn)
+                        except Exception as exc:
+                            failed(name, "recording a return (_put_conn)", exc)
 
             return _put_conn
 
         def make_close(original: Callable[..., Any]) -> Callable[..., Any]:
-            def close(self: Any, *args: Any, **kwargs: Any) -> Any:
-                result = original(self, *args, **kwargs)
+            def close(self: Any) -> Any:
+                result = original(self)
                 # urllib3 closes the socket here but keeps the slot until release_conn();
                 # remember it, so the report can say exactly that.
-                conn = getattr(self, "_connection", None)
-                pool = getattr(self, "_pool", None)
-                rec = known(pool) if conn is not None and pool is not None else None
-                if rec is not None:
-                    lease = ledger.find(rec, conn)
-                    if lease is not None:
-                        lease.state = "closed"
-                        lease.hold(self)
+                try:
+                    conn = getattr(self, "_connection", None)
+                    pool = getattr(self, "_pool", None)
+                    rec = known(pool) if conn is not None and pool is not None else None
+                    if rec is not None:
+                        # IOBase's finalizer sets _finalizing before it calls close(): then
+                        # nobody closed the response, garbage collection did.
+                        dropped = getattr(self, "_finalizing", False)
+                        ledger.mark_closed(rec, conn, self, DROPPED if dropped else "closed")
+                except Exception as exc:
+                    failed(name, "noting a closed response (HTTPResponse.close)", exc)
                 return result
 
             return close
@@ -131,3 +155,9 @@ class Urllib3Adapter(Adapter):
         patcher.wrap(cls, "_get_conn", make_get)
         patcher.wrap(cls, "_put_conn", make_put)
         patcher.wrap(response.HTTPResponse, "close", make_close)
+
+
+def _default(func: Any, param: str) -> Any:
+    """The default value of *param* of *func* (the wrapper repeats it)."""
+    default = inspect.signature(func).parameters[param].default
+    return None if default is inspect.Parameter.empty else default

@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from .ledger import Lease, Ledger, ledger
+from .sdks import SDK_PACKAGES, sdk_hint
 from .warnings import IncompatibleClientWarning
 
 __all__ = [
@@ -36,13 +37,24 @@ __all__ = [
 ADAPTERS: tuple[str, ...] = (
     "pytest_connleak._clients.urllib3:Urllib3Adapter",
     "pytest_connleak._clients.httpcore:HttpcoreAdapter",
+    "pytest_connleak._clients.httpcore:Httpcore2Adapter",
     "pytest_connleak._clients.aiohttp:AiohttpAdapter",
 )
 """``module:Class`` of every adapter, in install order."""
 
 # Packages whose frames are never a lease site, whether or not we patch them: a user
 # calling requests must be pointed at their line, not at requests' internals.
-HTTP_LIBRARIES = ("urllib3", "requests", "httpx", "httpcore", "aiohttp", "anyio", "trio")
+HTTP_LIBRARIES = (
+    "urllib3",
+    "requests",
+    "httpx",
+    "httpcore",
+    "httpx2",
+    "httpcore2",
+    "aiohttp",
+    "anyio",
+    "trio",
+)
 # Reaching these while looking for the lease site means no user frame asked for it.
 # backports.asyncio.runner: asyncio.Runner, which pytest-asyncio uses on Python 3.10.
 TEST_RUNNERS = ("_pytest", "pluggy", "pytest_asyncio", "backports.asyncio.runner")
@@ -223,7 +235,7 @@ class Instrumentation:
             if self.active:
                 return []
             self.active = True
-            self.ledger.add_library(*HTTP_LIBRARIES)
+            self.ledger.add_library(*HTTP_LIBRARIES, *SDK_PACKAGES)
             self.ledger.add_boundary(*TEST_RUNNERS)
             problems = []
             for adapter in load_adapters():
@@ -307,11 +319,20 @@ class Instrumentation:
             self.active = False
 
     def advise(self, lease: Lease) -> str:
-        """The fix to suggest for *lease*, from the adapter that recorded it."""
+        """The fix for *lease*: its adapter's, with the SDK's fix when it came through one."""
+        advice = Adapter.hint
         for adapter in self.installed:
             if adapter.name == lease.client:
-                return adapter.advise(lease)
-        return Adapter.hint
+                advice = adapter.advise(lease)
+                break
+        fix = sdk_hint(lease)
+        if fix is None:
+            return advice
+        # An adapter's advice reads "what happened; how to fix it": keep what happened
+        # (the client was closed, garbage collection closed the socket), the SDK's fix
+        # replaces the HTTP client's, which the user never called.
+        happened = advice.rpartition("; ")[0]
+        return f"{happened}; {fix}" if happened else fix
 
 
 # The process-wide instrumentation, shared by the plugin and the plain-Python API

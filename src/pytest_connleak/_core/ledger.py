@@ -13,9 +13,10 @@ import os
 import sys
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, replace
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 __all__ = ["Lease", "Ledger", "PoolRecord", "PoolUsage", "Site", "ledger"]
@@ -74,12 +75,15 @@ class PoolRecord:
         "block",
         "capacity",
         "client",
+        "group",
         "high_water",
+        "last_ref",
         "leased",
         "leases",
         "origin",
         "peak",
         "total_leases",
+        "wait_at",
         "waits",
     )
 
@@ -99,6 +103,13 @@ class PoolRecord:
         self._base_leases = 0
         self._base_waits = 0
         self._pool_ref: Callable[[], Any] | None = None
+        #: ``[leased, capacity]`` over every record of the same pool object, for clients
+        #: whose one pool serves several origins (the ledger keeps the count), else None.
+        self.group: list[Any] | None = None
+        #: How many leased make the next request wait (a blocking pool at capacity).
+        self.wait_at = capacity if block and capacity is not None else sys.maxsize
+        #: The weak reference to the connection returned last (see Ledger.lease).
+        self.last_ref: Callable[[], object | None] | None = None
 
     @property
     def pool_object(self) -> Any:
@@ -167,17 +178,26 @@ class PoolUsage:
 
 
 class Lease:
-    """One connection slot taken from a pool and not yet given back."""
+    """One connection slot taken from a pool and not yet given back.
 
+    On the request path a lease records only pointers: the pool's record, the owner, the
+    connection (weakly), the thread, and where it was taken (the code object and line of
+    the lease site). The :class:`Site` (file, function, module) is built when someone asks
+    for it: a report, an ignore rule or the summary.
+    """
+
+    # Slots left unset until used (_site, _state, _holder): every store costs on the
+    # request path, and most leases are returned without anyone looking at them.
     __slots__ = (
         "__weakref__",
         "_conn_ref",
-        "_holder_ref",
+        "_holder",
+        "_site",
+        "_state",
+        "_thread",
+        "_where",
         "owner",
         "pool",
-        "site",
-        "state",
-        "thread_name",
     )
 
     def __init__(
@@ -189,21 +209,43 @@ class Lease:
         thread_name: str,
     ) -> None:
         self.pool = pool
-        self.site = site
         self.owner = owner
-        self.thread_name = thread_name
-        #: ``"leased"``, or what an adapter saw happen to it since (``"closed"``).
-        self.state = "leased"
         # A weak reference only: holding the connection would keep its socket open and
         # change what the code under test sees (a dropped response must still close it).
-        self._conn_ref: Callable[[], object | None] | None = None
-        if conn is not None:
-            # try/except rather than contextlib.suppress: this runs on every request.
-            try:  # noqa: SIM105
-                self._conn_ref = weakref.ref(conn)
-            except TypeError:  # objects with __slots__ and no __weakref__: remember nothing
-                pass
-        self._holder_ref: Callable[[], object | None] | None = None
+        self._conn_ref = _weak(conn)
+        self._site = site
+        self._where: _Where = (None, site.lineno, None, site.library)
+        self._thread: int | str = thread_name
+
+    @property
+    def site(self) -> Site:
+        """Where user code asked for the connection (built on first use)."""
+        try:
+            return self._site
+        except AttributeError:
+            site = self._site = _site_of(*self._where)
+            return site
+
+    @property
+    def state(self) -> str:
+        """``"leased"``, or what an adapter saw happen to it since (``"closed"``)."""
+        try:
+            return self._state
+        except AttributeError:
+            return "leased"
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self._state = value
+
+    @property
+    def thread_name(self) -> str:
+        """The name of the thread that took the lease (while that thread is alive)."""
+        thread = self._thread
+        if isinstance(thread, str):
+            return thread
+        alive = threading._active.get(thread)  # type: ignore[attr-defined]
+        return alive.name if alive is not None else f"<thread {thread}>"
 
     @property
     def origin(self) -> str:
@@ -227,17 +269,45 @@ class Lease:
 
     def hold(self, holder: object) -> None:
         """Remember, weakly, the response object that holds this lease."""
-        self._holder_ref = _weak(holder)
+        self._holder = _weak(holder)
 
     @property
     def holder_collected(self) -> bool:
         """True when the remembered response (else the connection) was garbage-collected."""
-        if self._holder_ref is not None:
-            return self._holder_ref() is None
+        holder = getattr(self, "_holder", None)
+        if holder is not None:
+            return bool(holder() is None)
         return self.connection_collected
 
     def __repr__(self) -> str:
         return f"<Lease {self.origin} at {self.site.format()} owner={self.owner!r}>"
+
+
+#: Where a lease was taken: the lease site's code object, line and module globals, and the
+#: library the user called (code and globals are None when no user frame was found).
+_Where = tuple["CodeType | None", int, "dict[str, Any] | None", str]
+
+
+# One Site per call site, made once, when first asked for: a program has few lines that
+# make requests, and building a frozen dataclass costs more than a whole lease.
+_SITES: dict[tuple[str, int, str, str, str], Site] = {}
+
+
+def _site_of(
+    code: CodeType | None, lineno: int, globals_: dict[str, Any] | None, library: str
+) -> Site:
+    """The :class:`Site` of a lease's ``_where``, made once per call site."""
+    if code is None:
+        return replace(UNKNOWN_SITE, library=library) if library else UNKNOWN_SITE
+    module = globals_.get("__name__", "?") if globals_ is not None else "?"
+    key = (code.co_filename, lineno, code.co_name, str(module), library)
+    site = _SITES.get(key)
+    if site is None:
+        site = _SITES[key] = Site(*key)
+    return site
+
+
+_new_lease = object.__new__
 
 
 def _weak(obj: object | None) -> Callable[[], object | None] | None:
@@ -250,14 +320,23 @@ def _weak(obj: object | None) -> Callable[[], object | None] | None:
 
 
 def _library_dirs(packages: Iterable[str]) -> dict[str, str]:
-    """Map each installed package's directory to its name, without importing it."""
+    """Map each installed package's directory to its name, without importing it.
+
+    A plain module (``my_sdk.py``) maps its own file, matched whole.
+    """
     dirs: dict[str, str] = {}
     for name in packages:
         try:
             spec = importlib.util.find_spec(name)
         except (ImportError, ValueError):
             continue
-        for location in (spec.submodule_search_locations or ()) if spec else ():
+        if spec is None:
+            continue
+        if spec.submodule_search_locations is None:
+            if spec.has_location and spec.origin:
+                dirs[os.path.abspath(spec.origin)] = name
+            continue
+        for location in spec.submodule_search_locations:
             dirs[os.path.abspath(location) + os.sep] = name
     return dirs
 
@@ -273,10 +352,21 @@ class Ledger:
     ``owner`` is whatever the caller uses to attribute leases (a test item, a fixture, a
     ``no_leaks()`` block); it is process-wide, not per thread, so that leases made by
     threads a test starts are the test's.
+
+    Finalizers and weak-reference callbacks run inside any allocation, on the allocating
+    thread: a dropped response's ``__del__`` can give its connection back while this very
+    thread is in the middle of one of the ledger's own updates. So the lock is reentrant
+    (such a finalizer never waits for itself), and an update that arrives while this
+    thread is already inside one is queued and applied before that outer update lets go
+    of the lock: it is never lost, never counted twice, and never sees half an update.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        # True while a thread holding _lock is inside an update (only that thread can see
+        # it True while holding the lock: a finalizer that re-enters on the same thread).
+        self._busy = False
+        self._deferred: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._open: dict[int, Lease] = {}
         # Keyed by id(pool): a dict lookup by int is the cheapest thing on the request path.
         # The pool's weak reference callback removes its entry before the id can be reused.
@@ -290,12 +380,66 @@ class Ledger:
         self._touched: dict[int, PoolRecord] = {}
         self._retired: dict[tuple[str, str, int | None, bool], PoolUsage] = {}
         self._dead: list[PoolRecord] = []
-        # The current thread's name, cached: current_thread().name costs more than a lease.
-        self._thread = threading.local()
         self._frame_cache: dict[str, str | None] = {}
-        self._sites: dict[tuple[str, int, str, str], Site] = {}
+        # Recent call paths to a lease site, newest first (see lease()); a new list on
+        # every change, so that other threads iterate an unchanging one.
+        self._hints: list[tuple[int, CodeType, int, CodeType, _Where]] = []
         self._library_prefixes: dict[str, str] = {}
+        #: Bookkeeping that failed, as ``(client, what, error)``; the library went on.
+        self.internal_errors: list[tuple[str, str, str]] = []
         self.owner: Hashable | None = None
+
+    # -- the reentrancy guard ----------------------------------------------------------
+
+    def _update(self, op: Callable[..., object], *args: Any) -> None:
+        """Run *op* as one update, or queue it when this thread is already inside one."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._busy:  # a finalizer inside one of our updates, on this thread
+                self._deferred.append((op, args))
+                return
+            self._busy = True
+            try:
+                if self._deferred:
+                    self._drain()
+                op(*args)
+                if self._deferred:
+                    self._drain()
+            finally:
+                self._busy = False
+        finally:
+            lock.release()
+
+    def _drain(self) -> None:
+        # Called inside an update: finalizers that run meanwhile queue more, drained here.
+        deferred = self._deferred
+        while deferred:
+            op, args = deferred.popleft()
+            try:
+                op(*args)
+            except Exception as exc:  # pragma: no cover - the ops only touch our own state
+                self.internal_error("ledger", "applying a deferred update", exc)
+
+    def _settle(self) -> None:
+        """Apply updates queued by finalizers; call with the lock held, outside an update."""
+        if self._deferred and not self._busy:
+            self._busy = True
+            try:
+                self._drain()
+            finally:
+                self._busy = False
+
+    def internal_error(self, client: str, what: str, exc: BaseException) -> None:
+        """Record that bookkeeping for *client* failed while doing *what*; never raises.
+
+        Lock-free (a list append), so that it is safe anywhere, finalizers included.
+        """
+        try:
+            text = f"{type(exc).__name__}: {exc}"
+        except Exception:  # an exception whose str() fails
+            text = type(exc).__name__
+        self.internal_errors.append((client, what, text))
 
     # -- configuration -------------------------------------------------------------
 
@@ -305,21 +449,29 @@ class Ledger:
             for prefix in _library_dirs(module_names):
                 self._library_prefixes[prefix] = _BOUNDARY
             self._frame_cache.clear()
-            self._sites.clear()
+            self._hints = []
 
     def add_library(self, *module_names: str) -> None:
         """Treat frames from these imported packages as library code, not lease sites."""
         with self._lock:
             self._library_prefixes.update(_library_dirs(module_names))
             self._frame_cache.clear()
-            self._sites.clear()
+            self._hints = []
+
+    def remove_library(self, *module_names: str) -> None:
+        """Forget packages given to :meth:`add_library` (a run's own list, at its end)."""
+        with self._lock:
+            for prefix in _library_dirs(module_names):
+                self._library_prefixes.pop(prefix, None)
+            self._frame_cache.clear()
+            self._hints = []
 
     # -- the request path ----------------------------------------------------------
 
     def known_record(self, pool: object) -> PoolRecord | None:
         """The record of *pool* if it ever leased a connection while we watched, else None.
 
-        The adapters' fast path: one dict lookup by ``id(pool)``.
+        The adapters' fast path: one dict lookup by ``id(pool)``, no lock.
         """
         return self._pools.get(id(pool))
 
@@ -334,123 +486,305 @@ class Ledger:
         # By id, so that unhashable pool subclasses (an __eq__ without __hash__) work too.
         key = id(pool)
         rec = self._pools.get(key)
-        if rec is None:
-            size, block = capacity()
-            rec = PoolRecord(client, origin(), size, block)
-            pools, dead = self._pools, self._dead
+        if rec is not None:
+            return rec
+        size, block = capacity()
+        rec = PoolRecord(client, origin(), size, block)
+        pools, dead = self._pools, self._dead
 
-            def gone(_: object, key: int = key, rec: PoolRecord = rec) -> None:
-                # Atomic under the GIL and lock-free: this can run inside any locked section.
-                if pools.get(key) is rec:
-                    del pools[key]
-                dead.append(rec)
+        def gone(_: object, key: int = key, rec: PoolRecord = rec) -> None:
+            # Atomic under the GIL and lock-free: this can run inside any locked section.
+            if pools.get(key) is rec:
+                del pools[key]
+            dead.append(rec)
 
-            with self._lock:
-                existing = self._pools.get(key)
-                if existing is not None:
-                    return existing
-                try:
-                    rec._pool_ref = weakref.ref(pool, gone)
-                except TypeError:
-                    # A pool class with __slots__ and no __weakref__ (rare): hold the pool
-                    # for the whole run, so that its id is never reused by another object.
-                    rec._pool_ref = lambda: pool
-                self._pools[key] = rec
-                self._all_pools.append(weakref.ref(rec))
-                self._reap()
+        try:
+            pool_ref: Callable[[], Any] = weakref.ref(pool, gone)
+        except TypeError:
+            # A pool class with __slots__ and no __weakref__ (rare): hold the pool for the
+            # whole run, so that its id is never reused by another object.
+            pool_ref = lambda: pool  # noqa: E731
+        with self._lock:
+            existing = pools.get(key)
+            if existing is not None:
+                return existing
+            rec._pool_ref = pool_ref
+            pools[key] = rec  # visible at once: a lease may follow inside a finalizer
+        self._update(self._register, rec)
         return rec
+
+    def _register(self, rec: PoolRecord) -> None:
+        self._all_pools.append(weakref.ref(rec))
+        self._reap()
 
     def lease(self, rec: PoolRecord, conn: object | None) -> Lease:
         """Record that *rec*'s pool handed out a slot (holding *conn*, if known)."""
+        # Where: the first frame outside the HTTP libraries. Walking there materialises a
+        # frame object per library frame (most of a lease's cost), so the walks of recent
+        # call paths are remembered: the user frame's depth, code object and instruction,
+        # and the code object of the library frame it called. When the frames at that
+        # depth still match, it is the same call from the same line: no walk.
+        frame: FrameType | None = None
+        for hint in self._hints:
+            depth = hint[0]
+            try:
+                frame = _getframe(depth)
+            except ValueError:  # a shallower stack
+                continue
+            if (
+                frame.f_code is hint[1]
+                and frame.f_lasti == hint[2]
+                and _getframe(depth - 1).f_code is hint[3]
+            ):
+                where = hint[4]
+                break
+        else:
+            where = self._walk()
+        del frame
+        lease = _new_lease(Lease)
+        lease.pool = rec
+        lease.owner = self.owner
+        lease._where = where
+        lease._thread = _get_ident()
+        if conn is None:
+            lease._conn_ref = None
+        else:
+            # A keep-alive pool hands out the same connection again and again: reuse the
+            # weak reference of its last return rather than make one per request.
+            ref = rec.last_ref
+            if ref is None or ref() is not conn:
+                try:
+                    ref = _ref(conn)
+                except TypeError:  # __slots__ and no __weakref__: remember nothing
+                    ref = None
+            lease._conn_ref = ref
+        lock = self._lock
+        lock.acquire()
         try:
-            thread = self._thread.name
-        except AttributeError:  # this thread's first lease
-            thread = self._thread.name = threading.current_thread().name
-        lease = Lease(rec, conn, self.capture_site(), self.owner, thread)
-        with self._lock:
-            if rec._window != self._window:
-                self._touch(rec)
-            self._open[id(lease)] = lease
-            rec.leases.append(lease)
-            leased = rec.leased = rec.leased + 1
-            rec.total_leases += 1
-            if leased > rec.high_water:
-                rec.high_water = leased
-            if leased > rec.peak:
-                rec.peak = leased
+            if self._busy:  # a lease taken inside a finalizer inside one of our updates
+                self._deferred.append((self._add, (lease,)))
+                return lease
+            self._busy = True
+            try:
+                if self._deferred:
+                    self._drain()
+                # _add, inlined: this is the request path.
+                if rec._window != self._window:
+                    self._touch(rec)
+                self._open[id(lease)] = lease
+                rec.leases.append(lease)
+                leased = rec.leased = rec.leased + 1
+                rec.total_leases += 1
+                if leased > rec.high_water:
+                    rec.high_water = leased
+                if leased > rec.peak:
+                    rec.peak = leased
+                group = rec.group
+                if group is not None:
+                    group[0] += 1
+                if self._deferred:
+                    self._drain()
+            finally:
+                self._busy = False
+        finally:
+            lock.release()
         return lease
 
+    def _walk(self) -> _Where:
+        """Walk from lease()'s caller to the lease site; remember the path as a hint."""
+        cache = self._frame_cache
+        depth = 2  # lease()'s caller's caller: the caller is always one of our wrappers
+        frame: FrameType | None = _getframe(depth)
+        library = ""
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            try:
+                lib = cache[filename]
+            except KeyError:
+                lib = cache[filename] = self._classify(filename)
+            if lib is None:
+                break
+            if lib == _BOUNDARY:
+                # The test runner is below: no user code asked for this connection here
+                # (a request handed straight to asyncio.gather() runs in a task whose
+                # stack starts at the event loop). Say so rather than blame the runner.
+                frame = None
+                break
+            if lib:
+                library = lib
+            frame = frame.f_back
+            depth += 1
+        if frame is None:
+            return (None, 0, None, library)
+        code = frame.f_code
+        where: _Where = (code, frame.f_lineno, frame.f_globals, library)
+        # depth counts from _walk(); lease() is one frame nearer the user frame.
+        hint = (depth - 1, code, frame.f_lasti, _getframe(depth - 1).f_code, where)
+        self._hints = [hint, *self._hints[: _HINTS - 1]]
+        return where
+
+    def _add(self, lease: Lease) -> None:
+        rec = lease.pool
+        if rec._window != self._window:
+            self._touch(rec)
+        self._open[id(lease)] = lease
+        rec.leases.append(lease)
+        leased = rec.leased = rec.leased + 1
+        rec.total_leases += 1
+        if leased > rec.high_water:
+            rec.high_water = leased
+        if leased > rec.peak:
+            rec.peak = leased
+        group = rec.group
+        if group is not None:
+            group[0] += 1
+
     def find(self, rec: PoolRecord, conn: object) -> Lease | None:
-        """The open lease of *rec*'s pool that holds *conn*, if any."""
-        with self._lock:
-            for lease in reversed(rec.leases):
-                ref = lease._conn_ref
-                if ref is not None and ref() is conn:
-                    return lease
+        """The open lease of *rec*'s pool that holds *conn*, if any (a lock-free read)."""
+        for lease in reversed(list(rec.leases)):
+            ref = lease._conn_ref
+            if ref is not None and ref() is conn:
+                return lease
         return None
 
-    def release(self, rec: PoolRecord, conn: object | None = None) -> Lease | None:
+    def release(self, rec: PoolRecord, conn: object | None = None) -> None:
         """Record that a slot of *rec*'s pool came back.
 
         Slots are what is counted: *conn* picks the matching lease when it is known; when it
         is ``None`` (urllib3 returns the slot of a discarded connection with ``None``), the
         newest lease of this pool taken by the current thread balances it, else the newest.
         """
-        with self._lock:
-            leases = rec.leases
-            if not leases:
-                return None
-            found = -1
-            if conn is not None:
-                ref = leases[-1]._conn_ref
-                if ref is not None and ref() is conn:  # the usual case: the newest lease
-                    lease = leases.pop()
-                    rec.leased -= 1
-                    del self._open[id(lease)]
-                    return lease
-                for i in range(len(leases) - 1, -1, -1):
-                    ref = leases[i]._conn_ref
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._busy:  # a finalizer inside one of our updates, on this thread
+                self._deferred.append((self._release, (rec, conn, _get_ident())))
+                return
+            self._busy = True
+            try:
+                if self._deferred:
+                    self._drain()
+                leases = rec.leases
+                if leases and conn is not None:
+                    # The usual case, inlined: the newest lease holds the connection.
+                    lease = leases[-1]
+                    ref = lease._conn_ref
                     if ref is not None and ref() is conn:
-                        found = i
-                        break
-                if found < 0:
-                    return None  # leased before we were watching
-            else:
-                me = threading.current_thread().name
-                for i in range(len(leases) - 1, -1, -1):
-                    if leases[i].thread_name == me:
-                        found = i
-                        break
-                if found < 0:
-                    found = len(leases) - 1
-            lease = leases.pop(found)
-            rec.leased -= 1
-            self._open.pop(id(lease), None)
-            return lease
+                        leases.pop()
+                        rec.last_ref = ref
+                        rec.leased -= 1
+                        group = rec.group
+                        if group is not None:
+                            group[0] -= 1
+                        del self._open[id(lease)]
+                    else:
+                        self._release(rec, conn, 0)
+                elif leases:
+                    self._release(rec, conn, _get_ident())
+                if self._deferred:
+                    self._drain()
+            finally:
+                self._busy = False
+        finally:
+            lock.release()
+
+    def _release(self, rec: PoolRecord, conn: object | None, thread: int) -> None:
+        leases = rec.leases
+        if not leases:
+            return
+        found = -1
+        if conn is not None:
+            for i in range(len(leases) - 1, -1, -1):
+                ref = leases[i]._conn_ref
+                if ref is not None and ref() is conn:
+                    found = i
+                    break
+            if found < 0:
+                return  # leased before we were watching
+        else:
+            for i in range(len(leases) - 1, -1, -1):
+                if leases[i]._thread == thread:
+                    found = i
+                    break
+            if found < 0:
+                found = len(leases) - 1
+        lease = leases.pop(found)
+        rec.leased -= 1
+        group = rec.group
+        if group is not None:
+            group[0] -= 1
+        self._open.pop(id(lease), None)
 
     def release_lease(self, lease: Lease) -> None:
         """Give back exactly *lease* (adapters that can keep the lease object use this)."""
-        with self._lock:
-            if self._open.pop(id(lease), None) is None:
+        # _update(self._release_lease, lease), inlined: this is the request path.
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._busy:  # a finalizer inside one of our updates, on this thread
+                self._deferred.append((self._release_lease, (lease,)))
                 return
+            self._busy = True
             try:
-                lease.pool.leases.remove(lease)
-            except ValueError:  # pragma: no cover - the two indexes never disagree
+                if self._deferred:
+                    self._drain()
+                self._release_lease(lease)
+                if self._deferred:
+                    self._drain()
+            finally:
+                self._busy = False
+        finally:
+            lock.release()
+
+    def _release_lease(self, lease: Lease) -> None:
+        if self._open.pop(id(lease), None) is None:
+            return
+        rec = lease.pool
+        try:
+            rec.leases.remove(lease)
+        except ValueError:  # pragma: no cover - the two indexes never disagree
+            return
+        rec.leased -= 1
+        group = rec.group
+        if group is not None:
+            group[0] -= 1
+
+    def mark_closed(self, rec: PoolRecord, conn: object, holder: object, state: str) -> None:
+        """Set *state* on the open lease of *rec* that holds *conn*, and remember *holder*.
+
+        An update like a release (a finalizer may call it inside another update), so it is
+        applied in order with the releases around it.
+        """
+        self._update(self._mark_closed, rec, conn, _weak(holder), state)
+
+    def _mark_closed(
+        self,
+        rec: PoolRecord,
+        conn: object,
+        holder: Callable[[], object | None] | None,
+        state: str,
+    ) -> None:
+        for lease in reversed(rec.leases):
+            ref = lease._conn_ref
+            if ref is not None and ref() is conn:
+                lease._state = state
+                lease._holder = holder
                 return
-            lease.pool.leased -= 1
 
     def note_wait(self, rec: PoolRecord) -> None:
         """Record that a request had to wait for a free slot of *rec*'s pool."""
-        with self._lock:
-            if rec._window != self._window:
-                self._touch(rec)
-            rec.waits += 1
+        self._update(self._note_wait, rec)
+
+    def _note_wait(self, rec: PoolRecord) -> None:
+        if rec._window != self._window:
+            self._touch(rec)
+        rec.waits += 1
 
     # -- usage windows ----------------------------------------------------------------
 
     def _touch(self, rec: PoolRecord) -> None:
         # First activity of this pool in the open window: remember where its counters
-        # stood. Called with the lock held.
+        # stood. Called inside an update.
         rec._window = self._window
         rec._base_leases = rec.total_leases
         rec._base_waits = rec.waits
@@ -460,7 +794,7 @@ class Ledger:
     def _reap(self) -> None:
         # Fold the records of pools that died into per-origin usage, so that a pool a test
         # created and dropped is still reported, and memory stays flat however many pools
-        # come and go. Called with the lock held.
+        # come and go. Called inside an update.
         dead = self._dead
         while dead:
             rec = dead.pop()
@@ -482,46 +816,39 @@ class Ledger:
         at the end of each, so that each test sees only its own usage.
         """
         usage: list[PoolUsage] = []
-        with self._lock:
+
+        def take() -> None:
+            nonlocal usage
             if self._touched or self._retired or self._dead:  # else: no request since
                 self._reap()
-                usage = [rec.usage() for rec in self._touched.values()]
-                usage += self._retired.values()
-                self._touched = {}
-                self._retired = {}
+                touched, self._touched = self._touched, {}
+                retired, self._retired = self._retired, {}
+                usage = [rec.usage() for rec in touched.values()]
+                usage += retired.values()
             self._window += 1
+
+        self._update(take)
         return [u for u in usage if u.leases or u.waits]
 
     def capture_site(self) -> Site:
         """Find the first frame outside the HTTP libraries, this package and stdlib glue."""
         cache = self._frame_cache
-        frame: FrameType | None = sys._getframe(1)
+        frame: FrameType | None = _getframe(1)
         library = ""
         while frame is not None:
-            code = frame.f_code
-            filename = code.co_filename
+            filename = frame.f_code.co_filename
             try:
                 lib = cache[filename]
             except KeyError:
                 lib = cache[filename] = self._classify(filename)
             if lib is None:
-                # One Site per call site, made once: building a frozen dataclass costs more
-                # than the whole walk, and a program has few lines that make requests.
-                key = (filename, frame.f_lineno, code.co_name, library)
-                site = self._sites.get(key)
-                if site is None:
-                    module = frame.f_globals.get("__name__", "?")
-                    site = self._sites[key] = Site(*key[:3], module, library)
-                return site
+                return _site_of(frame.f_code, frame.f_lineno, frame.f_globals, library)
             if lib == _BOUNDARY:
-                # The test runner is below: no user code asked for this connection here
-                # (a request handed straight to asyncio.gather() runs in a task whose
-                # stack starts at the event loop). Say so rather than blame the runner.
                 break
             if lib:
                 library = lib
             frame = frame.f_back
-        return replace(UNKNOWN_SITE, library=library) if library else UNKNOWN_SITE
+        return _site_of(None, 0, None, library)
 
     def _classify(self, filename: str) -> str | None:
         """Return the library a file belongs to, ``""`` for glue to skip, None for user code."""
@@ -539,6 +866,7 @@ class Ledger:
     def open_leases(self, owner: Hashable | None = None) -> list[Lease]:
         """Open leases, oldest first; only those of *owner* when it is given."""
         with self._lock:
+            self._settle()
             leases = list(self._open.values())
         if owner is None:
             return leases
@@ -546,24 +874,32 @@ class Ledger:
 
     def disown(self, leases: Iterable[Lease]) -> None:
         """Detach *leases* from their owner so that they are judged once only."""
-        with self._lock:
-            for lease in leases:
-                lease.owner = None
+        for lease in leases:
+            lease.owner = None  # one attribute store each: atomic, needs no lock
 
     def pools(self) -> list[PoolRecord]:
         """Every pool record still alive or still holding a lease."""
-        with self._lock:
+        alive: list[PoolRecord] = []
+
+        def collect() -> None:
             self._reap()
-            alive = [rec for ref in self._all_pools if (rec := ref()) is not None]
+            alive.extend(rec for ref in self._all_pools if (rec := ref()) is not None)
             self._all_pools = [weakref.ref(rec) for rec in alive]
+
+        self._update(collect)
         return alive
 
     def size(self) -> int:
         """How many objects the ledger holds: open leases, pool records, usage entries."""
-        with self._lock:
+        sizes: list[int] = []
+
+        def count() -> None:
             self._reap()
             self._all_pools = [ref for ref in self._all_pools if ref() is not None]
-            return len(self._open) + len(self._all_pools) + len(self._retired)
+            sizes.append(len(self._open) + len(self._all_pools) + len(self._retired))
+
+        self._update(count)
+        return sizes[0] if sizes else 0
 
 
 _BOUNDARY = "<runner>"
@@ -576,6 +912,11 @@ _GLUE_PREFIXES = tuple(_STDLIB_DIR + name for name in _STDLIB_GLUE)
 def _is_stdlib_glue(filename: str) -> bool:
     return filename.startswith(_GLUE_PREFIXES)
 
+
+_HINTS = 8  # call paths remembered: a test loop makes requests from a few lines
+_getframe = sys._getframe
+_get_ident = threading.get_ident
+_ref = weakref.ref
 
 ledger = Ledger()
 """The process-wide ledger that every adapter records into."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from .ledger import Lease, Ledger, PoolRecord
 
@@ -32,63 +33,118 @@ class _OriginKey:
     __slots__ = ("__weakref__",)
 
 
-_Entry = tuple[_OriginKey, PoolRecord]
+class _Pool:
+    """Everything kept for one pool object: its records by origin, and their shared count."""
+
+    __slots__ = ("group", "keys", "records", "ref")
+
+    def __init__(self) -> None:
+        self.records: dict[Hashable, PoolRecord] = {}
+        # The ledger's key of each record: it must live as long as the pool, no longer.
+        self.keys: list[_OriginKey] = []
+        # [leased over every origin, the pool's capacity]; the ledger updates the count.
+        self.group: list[Any] = [0, None]
+        self.ref: Callable[[], object] | None = None
 
 
 class OriginPools:
-    """Hands out one :class:`PoolRecord` per (pool object, origin string).
+    """Hands out one :class:`PoolRecord` per (pool object, origin).
 
-    The records are created through :meth:`Ledger.pool_record`, so the ledger sees them
-    like any other pool; nothing here outlives the pool object.
+    *key* is any hashable that identifies an origin cheaply (the raw scheme, host and port
+    a request carries); the origin's text is made once, when its record is created.
+    Look-ups (:meth:`find`, and :meth:`get` for a known origin) take no lock: they are two
+    dict reads, safe inside a finalizer that runs in the middle of our own code. The
+    records are created through :meth:`Ledger.pool_record`, so the ledger sees them like
+    any other pool; nothing here outlives the pool object.
     """
 
     def __init__(self, ledger: Ledger, client: str) -> None:
         self._ledger = ledger
         self._client = client
-        self._lock = threading.Lock()
-        # pool -> origin -> (the ledger's key, its record); weak on the pool only.
-        self._pools: weakref.WeakKeyDictionary[object, dict[str, _Entry]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Reentrant: creating a record allocates, and a finalizer may run in the middle.
+        self._lock = threading.RLock()
+        # id(pool) -> its records; a weak reference callback drops the entry when the
+        # pool dies, before its id can be reused.
+        self._pools: dict[int, _Pool] = {}
         self._records: weakref.WeakSet[PoolRecord] = weakref.WeakSet()
 
-    def get(
-        self, pool: object, origin: str, capacity: Callable[[], tuple[int | None, bool]]
-    ) -> PoolRecord:
-        """The record of *origin* in *pool*, created on first sight."""
-        with self._lock:
-            origins = self._pools.get(pool)
-            if origins is None:
-                origins = self._pools[pool] = {}
-            entry = origins.get(origin)
-            if entry is None:
-                key = _OriginKey()
-                rec = self._ledger.pool_record(key, self._client, lambda: origin, capacity)
-                entry = origins[origin] = (key, rec)
-                self._records.add(rec)
-            return entry[1]
+    def find(self, pool: object, key: Hashable) -> PoolRecord | None:
+        """The record of *key* in *pool* if one was ever created; never creates one."""
+        entry = self._pools.get(id(pool))
+        return entry.records.get(key) if entry is not None else None
 
-    def find(self, pool: object, origin: str) -> PoolRecord | None:
-        """The record of *origin* in *pool* if one was ever created; never creates one."""
+    def group(self, pool: object) -> list[Any] | None:
+        """``[leased, capacity]`` of *pool* over all its origins; None if it never leased."""
+        entry = self._pools.get(id(pool))
+        return entry.group if entry is not None else None
+
+    def get(
+        self,
+        pool: object,
+        key: Hashable,
+        origin: Callable[[], str],
+        capacity: Callable[[], tuple[int | None, bool]],
+    ) -> PoolRecord:
+        """The record of *key* in *pool*, created on first sight (*origin* names it)."""
+        entry = self._pools.get(id(pool))
+        if entry is not None:
+            rec = entry.records.get(key)
+            if rec is not None:
+                return rec
+        return self._create(pool, key, origin, capacity)
+
+    def _create(
+        self,
+        pool: object,
+        key: Hashable,
+        origin: Callable[[], str],
+        capacity: Callable[[], tuple[int | None, bool]],
+    ) -> PoolRecord:
+        text = origin()
         with self._lock:
-            entry = self._pools.get(pool, {}).get(origin)
-            return entry[1] if entry is not None else None
+            pool_id = id(pool)
+            entry = self._pools.get(pool_id)
+            if entry is None:
+                entry = _Pool()
+                pools = self._pools
+
+                def gone(_: object, pool_id: int = pool_id, entry: _Pool = entry) -> None:
+                    # Lock-free and atomic under the GIL: it may run inside any section.
+                    if pools.get(pool_id) is entry:
+                        del pools[pool_id]
+
+                try:
+                    entry.ref = weakref.ref(pool, gone)
+                except TypeError:  # no __weakref__: keep it, so its id is never reused
+                    entry.ref = lambda: pool
+                pools[pool_id] = entry
+            rec = entry.records.get(key)
+            if rec is None:
+                ledger_key = _OriginKey()
+                rec = self._ledger.pool_record(ledger_key, self._client, lambda: text, capacity)
+                rec.group = entry.group
+                if entry.group[1] is None:
+                    entry.group[1] = rec.capacity
+                entry.keys.append(ledger_key)
+                entry.records[key] = rec
+                self._records.add(rec)
+            return rec
 
     def owns(self, rec: PoolRecord) -> bool:
         """True when *rec* was handed out by this object."""
-        with self._lock:
-            return rec in self._records
+        return rec in self._records
 
     def records(self, pool: object) -> list[PoolRecord]:
         """Every record of *pool*."""
-        with self._lock:
-            return [rec for _, rec in self._pools.get(pool, {}).values()]
+        entry = self._pools.get(id(pool))
+        return list(entry.records.values()) if entry is not None else []
 
     def leased(self, pool: object) -> int:
         """Slots of *pool* leased right now, over all its origins."""
-        return sum(rec.leased for rec in self.records(pool))
+        entry = self._pools.get(id(pool))
+        return entry.group[0] if entry is not None else 0
 
     def open_leases(self, pool: object) -> list[Lease]:
         """The leases of *pool* still open, over all its origins."""
-        # A copy of each list: the ledger mutates them under its own lock.
+        # A copy of each list: the ledger mutates them.
         return [lease for rec in self.records(pool) for lease in list(rec.leases)]

@@ -7,6 +7,7 @@ import pytest
 __all__ = [
     "ConnleakWarning",
     "IncompatibleClientWarning",
+    "InternalErrorWarning",
     "LeakWarning",
     "PoolHealthWarning",
 ]
@@ -38,5 +39,15 @@ class LeakWarning(ConnleakWarning):
 
 class PoolHealthWarning(ConnleakWarning):
     """A pool was driven close to its capacity, or requests waited for a connection."""
+
+    __module__ = "pytest_connleak"
+
+
+class InternalErrorWarning(ConnleakWarning):
+    """pytest-connleak's own bookkeeping failed; the HTTP client went on unchanged.
+
+    Issued once per distinct failure at the end of the run, naming the client and what
+    failed. Leaks through that client may have gone unreported; please report it.
+    """
 
     __module__ = "pytest_connleak"
