@@ -381,7 +381,10 @@ def test_async_leaks_are_reported_at_the_user_line(
     project: pytest.Pytester, flavour: Flavour
 ) -> None:
     project.makepyfile(test_async=flavour.text(ASYNC_LEAKS))
-    result = project.runpytest("--leak-check")
+    # In a subprocess: with pytest 8.2 and httpcore 0.16 (the oldest supported), the leaked
+    # transports are collected after the inner run's last test, where an in-process run
+    # hands their ResourceWarning to this test's unraisable-exception hook.
+    result = project.runpytest_subprocess("--leak-check")
     result.assert_outcomes(passed=5, errors=5)
     result.stdout.fnmatch_lines(
         [
@@ -537,8 +540,14 @@ def instrumented() -> Iterator[Ledger]:
 
 
 def test_wrappers_keep_signature_and_kind(instrumented: Ledger) -> None:
-    from httpcore._async.connection_pool import AsyncConnectionPool, PoolByteStream
+    from httpcore._async import connection_pool
+    from httpcore._async.connection_pool import AsyncConnectionPool
     from httpcore._sync.connection_pool import ConnectionPool
+
+    # httpcore 1.0.3 renamed the stream class.
+    stream = (
+        getattr(connection_pool, "PoolByteStream", None) or connection_pool.ConnectionPoolByteStream
+    )
 
     for cls, name in [(ConnectionPool, "handle_request"), (ConnectionPool, "close")]:
         method = cls.__dict__[name]
@@ -548,7 +557,7 @@ def test_wrappers_keep_signature_and_kind(instrumented: Ledger) -> None:
     for cls, name in [
         (AsyncConnectionPool, "handle_async_request"),
         (AsyncConnectionPool, "aclose"),
-        (PoolByteStream, "aclose"),
+        (stream, "aclose"),
     ]:
         assert inspect.iscoroutinefunction(cls.__dict__[name])
 
@@ -593,9 +602,9 @@ def test_dropped_response_stays_leased_after_gc(instrumented: Ledger, base_url: 
         client.send(client.build_request("GET", base_url + "/ok"), stream=True)
         gc.collect()
         (lease,) = instrumented.open_leases()
-        # Collected with its stream unclosed: httpcore still counts the request as active.
+        # Collected with its stream unclosed: httpcore still counts the connection as busy.
         assert lease.holder_collected
-        assert "Requests: 1 active" in repr(client._transport._pool)
+        assert [c.is_idle() for c in client._transport._pool.connections] == [False]
 
 
 class _CyclicStream:
@@ -628,7 +637,9 @@ def test_stream_closed_by_a_cycle_finalizer_gives_its_lease_back(
             # be found when the finalizer closes the stream.
             gc.collect()
             assert instrumented.open_leases() == []
-            assert "Requests: 0 active" in repr(client._transport._pool)
+            # No request in flight (httpcore before 1.0 has no such repr: ask the connections).
+            pool = client._transport._pool
+            assert all(c.is_idle() or c.is_closed() for c in pool.connections)
         finally:
             gc.enable()
 

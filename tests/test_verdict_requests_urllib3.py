@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 HEADLINE = "E   ConnectionLeakError: {n} connection{s} leaked by {test} (still leased at teardown)"
@@ -293,11 +295,13 @@ def test_same_site_twice_is_folded(base_conftest: pytest.Pytester) -> None:
         """
     )
     result = base_conftest.runpytest("--leak-check")
+    # Python 3.12 runs a comprehension in its function's frame (PEP 709).
+    function = "<listcomp>" if sys.version_info < (3, 12) else "test_loop"
     result.stdout.fnmatch_lines(
         [
             headline("test_loop", 3),
             "E     http://127.0.0.1:* — leased at test_same_site_twice_is_folded.py:5 in "
-            "<listcomp> (×3)",
+            f"{function} (×3)",
         ]
     )
 

@@ -48,6 +48,10 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
+    if module.startswith("._upstreams."):
+        from ._upstreams.extra import require
+
+        require(f"pytest_connleak.{name}", ("werkzeug",))
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value  # once: later lookups are plain attribute reads
     return value

@@ -62,7 +62,8 @@ HTTP_LIBRARIES = (
 # The same for the database and cache clients (and the greenlet SQLAlchemy's asyncio runs in).
 DB_LIBRARIES = ("sqlalchemy", "greenlet", "psycopg", "psycopg_pool", "redis", "asyncpg")
 # Reaching these while looking for the lease site means no user frame asked for it.
-TEST_RUNNERS = ("_pytest", "pluggy", "pytest_asyncio")
+# backports.asyncio.runner: asyncio.Runner, which pytest-asyncio uses on Python 3.10.
+TEST_RUNNERS = ("_pytest", "pluggy", "pytest_asyncio", "backports.asyncio.runner")
 
 
 class Incompatible(Exception):

@@ -38,8 +38,18 @@ SHAPE_NAMES = (
 )
 
 
+def _require(fixture: str, modules: tuple[str, ...]) -> None:
+    """Fail the test with the extra to install, not an ImportError from deep inside."""
+    from .extra import missing, missing_message
+
+    absent = missing(modules)
+    if absent:
+        pytest.fail(missing_message(f"the {fixture} fixture", absent), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def _connleak_lb() -> Iterator[HTTPServer]:
+    _require("lb_httpserver", ("pytest_httpserver", "werkzeug"))
     from pytest_httpserver import HTTPServer
 
     from .one_header import one_header_each
@@ -86,6 +96,7 @@ def response_shape(request: pytest.FixtureRequest) -> ResponseShape:
     faults (``truncated``, ``reset``, ``stall``, ``garbage``, ``no_response``) have
     ``.fault`` true: the client gets an exception instead of a whole answer.
     """
+    _require("response_shape", ("werkzeug",))
     from .shapes import RESPONSE_SHAPES
 
     shape: ResponseShape = RESPONSE_SHAPES[request.param]
@@ -109,6 +120,7 @@ def load_balancer() -> Iterator[Callable[..., str]]:
     on the client's side. Every proxy started is stopped at the end of the test, its
     threads joined and its sockets closed.
     """
+    _require("load_balancer", ("werkzeug",))
     from .proxy import ReverseProxy
 
     proxies: list[ReverseProxy] = []
