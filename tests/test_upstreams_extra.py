@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_connleak._upstreams.fixtures import SHAPE_NAMES
+
 HIDE_UPSTREAMS = """
 import sys
 
@@ -114,10 +116,10 @@ def test_mock_upstream_fixtures_name_the_extra(without_upstreams: pytest.Pyteste
     assert "Traceback" not in result.stdout.str()
     # Every shape is still collected (the names need no werkzeug), each failing clearly.
     result = without_upstreams.runpytest_subprocess(*HIDDEN, "-k", "shape")
-    result.assert_outcomes(errors=8)
-    assert (
-        result.stdout.lines.count(f"the response_shape fixture needs werkzeug: {EXTRA_HINT}") == 8
-    )
+    result.assert_outcomes(errors=len(SHAPE_NAMES))
+    assert result.stdout.lines.count(
+        f"the response_shape fixture needs werkzeug: {EXTRA_HINT}"
+    ) == len(SHAPE_NAMES)
 
 
 def test_public_mock_upstream_names_name_the_extra(without_upstreams: pytest.Pytester) -> None:
