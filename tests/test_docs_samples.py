@@ -291,6 +291,14 @@ def check_python(block: Block) -> None:
         exec(code, namespace)
     except Exception as exc:  # a sample that cannot run alone must say so
         raise AssertionError(f"the python block does not run ({exc!r}); {FIXES}") from None
+    finally:
+        # A sample that starts track() (a service's start-up) leaves it running: stop it,
+        # or the clients stay patched and its checker thread runs into the next tests.
+        from pytest_connleak import track
+
+        for value in namespace.values():
+            if isinstance(value, track):
+                value.stop()
 
 
 @functools.cache
