@@ -73,7 +73,6 @@ def activate(config: pytest.Config) -> LeakChecker:
             # Escalated by the user: a usage error, not an INTERNALERROR traceback.
             raise escalated_client_error(problem) from None
     config.pluginmanager.register(checker, "connleak-checker")
-    config.pluginmanager.register(_Settle(), "connleak-settle")
     return checker
 
 
@@ -102,22 +101,16 @@ def is_watched(item: pytest.Item) -> bool:
     )
 
 
-class _Settle:
-    """Runs the cyclic garbage collector at teardown when the test still holds a lease.
+def _settled(owner: str) -> list[Lease]:
+    """*owner*'s open leases once the cyclic garbage collector has run.
 
-    A response caught in a reference cycle (an SDK's stream object and the generator
-    reading it) is closed by its finalizer when the cycle is collected, which gives its
-    connection back: that is not a leak, and CPython would do it at its next collection
-    anyway. A plain ``trylast`` hook, not part of the verdict's wrapper: it runs after the
-    test's fixtures are finalised but inside pytest's own teardown checks, so a
-    ``ResourceWarning`` the collection sets off is reported on this test, not the next.
-    Only when a lease is open, so a clean test never pays for a collection.
+    Only called when some are open, so a clean test never pays for a collection. A response
+    caught in a reference cycle (an SDK's stream object and the generator reading it) is
+    closed by its finalizer when the cycle is collected, which gives its connection back:
+    that is not a leak, and CPython would do it at its next collection anyway.
     """
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
-        if ledger.open_leases(item.nodeid):
-            gc.collect()
+    gc.collect()
+    return ledger.open_leases(owner)
 
 
 @dataclass(frozen=True)
@@ -169,9 +162,6 @@ class LeakChecker:
         ledger.owner = None
         if self.config.pluginmanager.is_registered(self):
             self.config.pluginmanager.unregister(self)
-        settle = self.config.pluginmanager.get_plugin("connleak-settle")
-        if settle is not None:
-            self.config.pluginmanager.unregister(settle)
 
     def report(self, leases: list[Lease], culprit: str, when: str) -> str:
         return format_leaks(leases, culprit, when, self.instrumentation.advise, self.rootdir)
@@ -253,6 +243,8 @@ class LeakChecker:
         # here, has been finalised: what is still leased now was never given back.
         leases = ledger.open_leases(item.nodeid)
         if leases:
+            # Only when something is still open: a cycle's finalizer may give it back.
+            leases = _settled(item.nodeid)
             ledger.disown(leases)
         ledger.owner = None
         self._item = None
