@@ -115,6 +115,7 @@ def _settled(owner: str) -> list[Lease]:
     # exceptions, or on the next one: those are not ours to report, and CPython would have
     # found them at some later collection anyway.
     with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")  # recorded and dropped, never raised as errors
         gc.collect()
     return ledger.open_leases(owner)
 
