@@ -27,11 +27,9 @@ import argparse
 import importlib.metadata
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,32 +44,10 @@ import urllib3  # noqa: E402
 
 from pytest_connleak import track  # noqa: E402
 
-RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 TARGET = 1.01
 
-
-def serve() -> None:
-    """A minimal threaded HTTP/1.1 keep-alive server; prints its port, serves until killed."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.listen(128)
-
-    def handle(conn: socket.socket) -> None:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buffer = b""
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buffer += data
-                _, _, buffer = buffer.partition(b"\r\n\r\n")
-                conn.sendall(RESPONSE)
-
-    print(listener.getsockname()[1], flush=True)
-    while True:
-        conn, _ = listener.accept()
-        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+# The same keep-alive server as benchmarks/run.py, in its own process.
+SERVER = HERE / "run.py"
 
 
 @dataclass
@@ -218,14 +194,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run with small counts")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS-track.md")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve()
-        return
     rounds, requests = (3, 200) if args.quick else (21, 3000)
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(SERVER), "--serve"], stdout=subprocess.PIPE, text=True
     )
     try:
         assert server.stdout is not None
