@@ -95,7 +95,12 @@ def test_leased_and_assert_no_leaks(base_conftest: pytest.Pytester) -> None:
     base_conftest.runpytest().assert_outcomes(passed=1)
 
 
-def test_assert_no_leaks_message(base_conftest: pytest.Pytester) -> None:
+def test_assert_no_leaks_message(
+    base_conftest: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pytest shortens summary lines to the terminal width except on CI; pin the CI form so the
+    # whole line is checked on every machine.
+    monkeypatch.setenv("CI", "true")
     base_conftest.makepyfile(
         """
         import requests
@@ -118,7 +123,8 @@ def test_assert_no_leaks_message(base_conftest: pytest.Pytester) -> None:
             "test_assert_no_leaks_message.py::test_mid: 1 connection leaked",
             "    http://127.0.0.1:* — leased at test_assert_no_leaks_message.py:4 in test_mid",
             "*= short test summary info =*",
-            "FAILED test_assert_no_leaks_message.py::test_mid - ConnectionLeakError: 1 con...",
+            "FAILED test_assert_no_leaks_message.py::test_mid - ConnectionLeakError: "
+            "1 connection leaked by test_mid (still leased at assert_no_leaks())",
             "*= 1 failed in *",
         ]
     )
