@@ -6,11 +6,12 @@ pytest-openfiles, the comparison below)::
     .venv/bin/python benchmarks/run.py            # the full run, writes benchmarks/RESULTS.md
     .venv/bin/python benchmarks/run.py --quick    # a smoke run with small counts
     .venv/bin/python benchmarks/run.py --only startup --only tests   # some sections
+    .venv/bin/python benchmarks/run.py --only requests --client "httpx2 (sync)"  # some rows
 
 1. Per request (``requests``): a keep-alive loop to a local server (in its own process, so
-   that its work is not ours) through urllib3, requests, httpx sync, httpx async and
-   aiohttp, with the plugin's tracking installed (``Instrumentation.install()``) and not.
-   Target: at most 1.01.
+   that its work is not ours) through urllib3, requests, httpx sync, httpx async, httpx2
+   sync and async (Python 3.11+) and aiohttp, with the plugin's tracking installed
+   (``Instrumentation.install()``) and not. Target: at most 1.01.
 2. Start-up (``startup``): ``pytest --co`` on a one-test project, ``--leak-check`` (and
    the plugin merely installed) against ``-p no:connleak``. Target: at most +15 ms.
 3. Per test (``tests``): pytest on 2,000 trivial tests and on 500 tests that make one
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import compileall
+import functools
 import gc
 import importlib.metadata
 import importlib.util
@@ -48,7 +50,7 @@ import threading
 import time
 import types
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,8 +293,8 @@ def loop_requests(url: str, n: int) -> tuple[float, float]:
         return since(start)
 
 
-def loop_httpx(url: str, n: int) -> tuple[float, float]:
-    import httpx
+def loop_httpx(url: str, n: int, module: str = "httpx") -> tuple[float, float]:
+    httpx = importlib.import_module(module)  # httpx2 has httpx's API
 
     with httpx.Client() as client:
         client.get(url)
@@ -302,8 +304,8 @@ def loop_httpx(url: str, n: int) -> tuple[float, float]:
         return since(start)
 
 
-def loop_httpx_async(url: str, n: int) -> tuple[float, float]:
-    import httpx
+def loop_httpx_async(url: str, n: int, module: str = "httpx") -> tuple[float, float]:
+    httpx = importlib.import_module(module)
 
     async def main() -> tuple[float, float]:
         async with httpx.AsyncClient() as client:
@@ -340,16 +342,28 @@ CLIENTS: dict[str, tuple[str, str, Loop]] = {
     "requests": ("requests", "urllib3", loop_requests),
     "httpx (sync)": ("httpx", "httpcore", loop_httpx),
     "httpx (async)": ("httpx", "httpcore", loop_httpx_async),
+    # httpx2 (Python 3.11+; under the OpenAI and Anthropic SDKs): httpcore's adapter on httpcore2
+    "httpx2 (sync)": ("httpx2", "httpcore2", functools.partial(loop_httpx, module="httpx2")),
+    "httpx2 (async)": (
+        "httpx2",
+        "httpcore2",
+        functools.partial(loop_httpx_async, module="httpx2"),
+    ),
     "aiohttp": ("aiohttp", "aiohttp", loop_aiohttp),
 }
 
 
-def per_request(url: str, n: int, rounds: int) -> list[Ratio]:
+def per_request(
+    url: str, n: int, rounds: int, clients: Collection[str] | None = None
+) -> list[Ratio]:
+    """The request loops of *clients* (labels of ``CLIENTS``; None: every one)."""
     with tracking(True) as probe:
         # Pending: not imported yet, patched on first import (the warm-up below imports it).
         tracked = {adapter.name for adapter in (*probe.installed, *probe.pending)}
     results = []
     for label, (module, adapter, loop) in CLIENTS.items():
+        if clients is not None and label not in clients:
+            continue
         try:
             __import__(module)
         except ImportError:
@@ -644,6 +658,8 @@ def versions() -> dict[str, str]:
         "requests",
         "httpx",
         "httpcore",
+        "httpx2",
+        "httpcore2",
         "aiohttp",
         "pytest-xdist",
         "pytest-openfiles",
@@ -697,6 +713,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run only these sections (repeatable); nothing is written unless --output is given",
     )
     parser.add_argument(
+        "--client",
+        action="append",
+        choices=list(CLIENTS),
+        help="per request: only these clients (repeatable); nothing is written unless "
+        "--output is given",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         help="where to write the results (default benchmarks/RESULTS.md; --quick and --only "
@@ -734,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
         PYCACHE = Path(tmp) / "pycache"
         print(f"server: {url}", flush=True)
         if "requests" in only:
-            ratios += per_request(url, requests_n, rounds)
+            ratios += per_request(url, requests_n, rounds, args.client)
             print(text_table(HEADER, [r.cells() for r in ratios]), flush=True)
         if "startup" in only:
             deltas += startup(startup_rounds, Path(tmp))
@@ -768,6 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/run.py" + (" --quick" if quick else "")
     command += f" --rounds {args.rounds}" if args.rounds else ""
     command += "".join(f" --only {name}" for name in args.only or ())
+    command += "".join(f" --client '{name}'" for name in args.client or ())
     machine = [
         f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores; load average at the end "
         + ", ".join(f"{x:.1f}" for x in os.getloadavg()),
@@ -802,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
     missed = [r.name for r in [*ratios, *deltas] if r.verdict() and not r.verdict().endswith("met")]
     if missed:
         body += ["## Targets not met in this run", "", *[f"- {name}" for name in missed], ""]
-    default = None if quick or args.only else HERE / "RESULTS.md"
+    default = None if quick or args.only or args.client else HERE / "RESULTS.md"
     output = args.output or default
     if output is not None:
         # What a person wrote below the marker (the analysis of a miss) survives a rerun.
