@@ -99,7 +99,11 @@ def cycle(rounds: int, n: int) -> None:
 
 def request(rounds: int, n: int) -> None:
     with run.server() as url:
-        for label, (_module, _adapter, loop) in run.CLIENTS.items():
+        for label, (module, _adapter, loop) in run.CLIENTS.items():
+            try:
+                __import__(module)
+            except ImportError:  # httpx2 before Python 3.11
+                continue
             loop(url, 50)
 
             def measure(on: bool, loop: run.Loop = loop) -> float:
