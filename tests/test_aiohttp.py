@@ -152,7 +152,7 @@ def test_unreleased_large_bodies_are_leaks(base_conftest: pytest.Pytester) -> No
 
 
 CLEAN = """
-    import asyncio, aiohttp, contextlib, gc, pytest, pytest_asyncio, warnings
+    import asyncio, aiohttp, gc, pytest, pytest_asyncio
     from servers import ONE_WRITE_URL, SILENT_URL
 
     @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -213,20 +213,13 @@ CLEAN = """
             response = await session.get(url + "/big")
         response.release()
 
-    @pytest.fixture
-    def no_stray_loop():
-        # pytest-asyncio before 1.4 leaves a new, unclosed loop installed after each of its
-        # tests (its issue 724); anyio's runner replaces it, and the orphan, in a cycle, is
-        # collected at some later allocation: a ResourceWarning (an error here) in whatever
-        # test runs then. Close it before anyio's runner starts (newer ones leave none).
-        with warnings.catch_warnings(), contextlib.suppress(RuntimeError):
-            warnings.simplefilter("ignore", DeprecationWarning)
-            asyncio.get_event_loop_policy().get_event_loop().close()
-
     @pytest.mark.anyio
     @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-    async def test_under_anyio(url, anyio_backend, no_stray_loop):
-        gc.collect()  # a loop orphaned by an earlier test is found here, not at random later
+    async def test_under_anyio(url, anyio_backend):
+        # An event loop that an earlier test left unclosed (pytest-asyncio 0.2x did, after
+        # each of its tests, once anyio's runner replaced it) is found here, not at a random
+        # later allocation of a random later test.
+        gc.collect()
         async with aiohttp.ClientSession() as session:
             async with session.get(url + "/big") as response:
                 assert response.status == 200
