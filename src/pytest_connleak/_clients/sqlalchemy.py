@@ -169,26 +169,36 @@ class SqlalchemyAdapter(Adapter):
                 # The lease builds its site lazily from the walk it made; this one is better.
                 lease._site = ledger.capture_site(frame)
 
+        # The request path, shaped like the HTTP lease's: one dict lookup by id(pool) and
+        # the ledger's own lease/return; the pool's record (origin, capacity) is made once.
+        known_pool = ledger._pools.get  # the ledger never rebinds _pools
+        lease_of, give_back = ledger.lease, ledger.release_lease
+
+        def first_sight(pool: Any, dbapi_connection: Any) -> PoolRecord:
+            rec = ledger.pool_record(
+                pool,
+                "sqlalchemy",
+                lambda: origin_of(pool, dbapi_connection),
+                lambda: _capacity(pool),
+            )
+            if pool._dialect.is_async:
+                async_pools.add(rec)
+            return rec
+
         def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
             try:
                 if collected or deferred:
                     settle()
                 pool = proxy._pool
-                rec = ledger.known_record(pool)
+                rec = known_pool(id(pool))
                 if rec is None:
-                    rec = ledger.pool_record(
-                        pool,
-                        "sqlalchemy",
-                        lambda: origin_of(pool, dbapi_connection),
-                        lambda: _capacity(pool),
-                    )
-                    if pool._dialect.is_async:
-                        async_pools.add(rec)
-                if rec.capacity is not None and rec.leased >= rec.capacity:
+                    rec = first_sight(pool, dbapi_connection)
+                if rec.leased >= rec.wait_at:  # a bounded pool was full: this one waited
                     ledger.note_wait(rec)
-                lease = ledger.lease(rec, None)
-                lease.hold(proxy)
-                if pool._dialect.is_async:  # cheaper than the WeakSet on every checkout
+                # The fairy is what the caller holds: the lease refers to it weakly, so
+                # that a fairy the garbage collector took shows as the lease's holder gone.
+                lease = lease_of(rec, proxy)
+                if pool._dialect.is_async:
                     site_in_greenlet(lease)
                 key = id(record)
                 held = open_by_record.setdefault(key, lease)
@@ -200,11 +210,7 @@ class SqlalchemyAdapter(Adapter):
             except Exception as exc:  # never break a checkout; reported at the end
                 ledger.internal_error("sqlalchemy", "recording a checkout", exc)
 
-        def returned(record: Any) -> None:
-            held = open_by_record.pop(id(record), None)
-            if held is None:
-                return
-            leases = held if isinstance(held, list) else (held,)
+        def returned_shared(leases: list[Lease]) -> None:
             # A holder already collected means this is SQLAlchemy's finaliser, maybe inside
             # one of our locked sections: take no lock, mark and settle at the next event.
             in_finaliser = any(lease.holder_collected for lease in leases)
@@ -215,13 +221,27 @@ class SqlalchemyAdapter(Adapter):
                 elif in_finaliser:
                     deferred.append(lease)
                 else:
-                    ledger.release_lease(lease)
+                    give_back(lease)
             if not in_finaliser and (collected or deferred):
                 settle()
 
         def on_checkin(dbapi_connection: Any, record: Any) -> None:
             try:
-                returned(record)
+                held = open_by_record.pop(id(record), None)
+                if held is None:
+                    return
+                if isinstance(held, list):
+                    returned_shared(held)
+                    return
+                ref = held._conn_ref
+                if ref is not None and ref() is None:
+                    # The fairy is gone: SQLAlchemy's finaliser (see returned_shared).
+                    held.state = GC_RETURNED
+                    collected.append(held)
+                    return
+                give_back(held)
+                if collected or deferred:
+                    settle()
             except Exception as exc:  # never break a checkin; reported at the end
                 ledger.internal_error("sqlalchemy", "recording a checkin", exc)
 
