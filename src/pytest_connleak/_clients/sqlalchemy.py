@@ -1,18 +1,23 @@
 """SQLAlchemy 2.x, sync and asyncio: a lease is a pool checkout, a return its checkin.
 
-Leases and returns come from SQLAlchemy's public pool events, listened to on the
-``Pool`` class so that every pool class (``QueuePool``, ``AsyncAdaptedQueuePool``,
-``NullPool``, ``StaticPool``, ``SingletonThreadPool``...) and every pool already made
-is covered:
+Returns come from SQLAlchemy's public pool events, listened to on the ``Pool`` class so
+that every pool class (``QueuePool``, ``AsyncAdaptedQueuePool``, ``NullPool``,
+``StaticPool``, ``SingletonThreadPool``...) and every pool already made is covered:
 
-- ``checkout`` fires once per checkout (not for a nested re-checkout of the same
-  connection), with the ``_ConnectionFairy`` the caller holds;
 - ``checkin`` fires when the connection is back in the pool: from ``close()``, and also
   from the finaliser SQLAlchemy puts on a fairy nobody closed ("non-checked-in
   connection"). That second path is a leak the pool papered over: the lease is kept
   open for its owner's verdict, and the report says the garbage collector returned it;
 - ``detach`` fires for ``connection.detach()`` (on purpose: not a leak), and for the
   asyncio dialects' garbage-collection path, which detaches instead of checking in.
+
+Checkouts come from a wrapper of the public ``Pool.connect()`` (and of the one pool
+class that defines its own, ``SingletonThreadPool``), not from the ``checkout`` event,
+for speed: a ``checkout`` listener costs SQLAlchemy its fast path (a pool with one runs
+its reconnect-on-checkout loop on every checkout) plus the event's dispatch, about as
+much as the whole lease it records (benchmarks/RESULTS-db.md). The wrapper counts
+exactly what the event would: a fairy's first checkout (``_counter == 1``), not a
+nested re-checkout of the same connection.
 
 Pool events carry no URL, so ``Engine.__init__`` is wrapped only to learn which engine
 (and so which URL) a pool belongs to. Finalisers run inside any allocation, maybe while
@@ -28,7 +33,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from pytest_connleak._core.adapters import Adapter, Incompatible, Patcher
+from pytest_connleak._core.adapters import Adapter, Incompatible, Patcher, expect_signature
 from pytest_connleak._core.ledger import Lease, Ledger, PoolRecord
 
 __all__ = ["GC_RETURNED", "SqlalchemyAdapter", "url_origin"]
@@ -99,8 +104,14 @@ class SqlalchemyAdapter(Adapter):
         from sqlalchemy.pool import Pool
         from sqlalchemy.pool.base import _ConnectionFairy
 
-        if "_pool" not in getattr(_ConnectionFairy, "__slots__", ()):
-            raise Incompatible("sqlalchemy.pool.base._ConnectionFairy has no _pool")
+        slots = getattr(_ConnectionFairy, "__slots__", ())
+        for slot in ("_pool", "_counter", "_connection_record", "dbapi_connection"):
+            if slot not in slots:
+                raise Incompatible(f"sqlalchemy.pool.base._ConnectionFairy has no {slot}")
+        # Pool.connect() and every pool class that defines its own (SingletonThreadPool).
+        connect_owners = [Pool, *_subclasses_defining(Pool, "connect")]
+        for owner in connect_owners:
+            expect_signature(owner, "connect", ("self",))
         if "url" not in getattr(Engine, "__annotations__", {}):
             raise Incompatible("sqlalchemy.engine.Engine has no url")
         try:
@@ -185,22 +196,21 @@ class SqlalchemyAdapter(Adapter):
                 async_pools.add(rec)
             return rec
 
-        def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        def checked_out(pool: Any, fairy: Any) -> None:
             try:
                 if collected or deferred:
                     settle()
-                pool = proxy._pool
                 rec = known_pool(id(pool))
                 if rec is None:
-                    rec = first_sight(pool, dbapi_connection)
+                    rec = first_sight(pool, fairy.dbapi_connection)
                 if rec.leased >= rec.wait_at:  # a bounded pool was full: this one waited
                     ledger.note_wait(rec)
                 # The fairy is what the caller holds: the lease refers to it weakly, so
                 # that a fairy the garbage collector took shows as the lease's holder gone.
-                lease = lease_of(rec, proxy)
+                lease = lease_of(rec, fairy)
                 if pool._dialect.is_async:
                     site_in_greenlet(lease)
-                key = id(record)
+                key = id(fairy._connection_record)
                 held = open_by_record.setdefault(key, lease)
                 if held is not lease:  # a shared record (see above)
                     if isinstance(held, list):
@@ -209,6 +219,17 @@ class SqlalchemyAdapter(Adapter):
                         open_by_record[key] = [held, lease]
             except Exception as exc:  # never break a checkout; reported at the end
                 ledger.internal_error("sqlalchemy", "recording a checkout", exc)
+
+        def make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
+            def connect(self: Any) -> Any:
+                fairy = original(self)
+                # The checkout event's own test: the fairy's first checkout, not a nested
+                # re-checkout of the same connection (SingletonThreadPool).
+                if fairy._counter == 1:
+                    checked_out(self, fairy)
+                return fairy
+
+            return connect
 
         def returned_shared(leases: list[Lease]) -> None:
             # A holder already collected means this is SQLAlchemy's finaliser, maybe inside
@@ -254,7 +275,7 @@ class SqlalchemyAdapter(Adapter):
 
             return __init__
 
-        listeners = (("checkout", on_checkout), ("checkin", on_checkin), ("detach", on_detach))
+        listeners = (("checkin", on_checkin), ("detach", on_detach))
         for name, fn in listeners:
             event.listen(Pool, name, fn)
 
@@ -265,3 +286,21 @@ class SqlalchemyAdapter(Adapter):
 
         patcher.on_restore(unlisten)
         patcher.wrap(Engine, "__init__", make_init)
+        for owner in connect_owners:
+            patcher.wrap(owner, "connect", make_connect)
+
+
+def _subclasses_defining(cls: type, name: str) -> list[type]:
+    """Every subclass of *cls*, however deep, whose own ``__dict__`` defines *name*."""
+    found: list[type] = []
+    todo: list[type] = list(cls.__subclasses__())
+    seen: set[type] = set()
+    while todo:
+        sub = todo.pop()
+        if sub in seen:
+            continue
+        seen.add(sub)
+        if name in sub.__dict__:
+            found.append(sub)
+        todo.extend(sub.__subclasses__())
+    return found
