@@ -9,6 +9,12 @@ other processes) and in wall-clock time (what a test or a request waits). The ta
 the min and the median over rounds, and the on/off ratio of each; it is printed and
 written to ``benchmarks/RESULTS-db.md``.
 
+Timing on a shared machine is noisy, so ``--instructions`` also counts the instructions
+the client process runs per checkout, on and off, under valgrind's callgrind (which must
+be installed): counted only inside the measured loop, with the garbage collector's old
+generations frozen, those counts repeat from run to run, and their on/off ratio is the CPU
+ratio with the noise taken out.
+
 Run: ``.venv/bin/python benchmarks/db_pools.py`` (``--quick`` for a smoke run). It starts
 its own PostgreSQL and Redis (``examples/databases/servers.py``).
 """
@@ -17,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import importlib.util
 import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +63,13 @@ class Row:
 
 
 Loop = Callable[[int], None]
+LOOP_NAMES = (
+    "SQLAlchemy + psycopg (PostgreSQL)",
+    "SQLAlchemy + sqlite3 (no network)",
+    "psycopg_pool",
+    "redis-py",
+    "asyncpg",
+)
 
 
 def make_loops(pg_url: str, redis_url: str, sqlite_path: str) -> tuple[dict[str, Loop], Any]:
@@ -110,13 +125,13 @@ def make_loops(pg_url: str, redis_url: str, sqlite_path: str) -> tuple[dict[str,
         loop.close()
         asyncio.set_event_loop(None)
 
-    loops = {
-        "SQLAlchemy + psycopg (PostgreSQL)": sqlalchemy_pg,
-        "SQLAlchemy + sqlite3 (no network)": sqlalchemy_sqlite,
-        "psycopg_pool": psycopg_pool,
-        "redis-py": redis_get,
-        "asyncpg": asyncpg_loop,
-    }
+    loops = dict(
+        zip(
+            LOOP_NAMES,
+            (sqlalchemy_pg, sqlalchemy_sqlite, psycopg_pool, redis_get, asyncpg_loop),
+            strict=True,
+        )
+    )
     return loops, close
 
 
@@ -169,6 +184,102 @@ def run(rounds: int, n: int) -> list[Row]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def one_loop(name: str, on: bool, n: int, urls: list[str], sqlite_path: str) -> None:
+    """Run one library's loop *n* times, for callgrind to count (see ``instructions``).
+
+    Only what runs inside ``functools.reduce`` is counted (``--toggle-collect``): the
+    imports, the servers' start and the warm-up are not.
+    """
+    from pytest_connleak._core.adapters import acquire_instrumentation, release_instrumentation
+    from pytest_connleak._core.ledger import ledger
+
+    loops, close = make_loops(urls[0], urls[1], sqlite_path)
+    loop = loops[name]
+    loop(50)
+    if on:
+        acquire_instrumentation()
+        ledger.owner = "benchmark"
+    loop(20)
+    # A collection of the old generations inside the window would count the whole heap.
+    gc.collect()
+    gc.freeze()
+    functools.reduce(lambda _, __: loop(n), [0, 0], None)
+    if on:
+        ledger.owner = None
+        release_instrumentation()
+    close()
+
+
+@dataclass
+class Counted:
+    name: str
+    off: float
+    on: float
+
+
+def instructions(n: int) -> list[Counted]:
+    """Instructions per checkout of each loop, off and on, counted by callgrind."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    servers = _servers()
+    pg, rd = servers.PostgresServer(), servers.RedisServer()
+    tmp = tempfile.mkdtemp(prefix="connleak-bench-")
+    counted = []
+    try:
+        pg.start()
+        rd.start()
+        for name in LOOP_NAMES:
+            children = {}
+            for mode in ("off", "on"):  # both at once: each child is single-threaded
+                out = os.path.join(tmp, f"callgrind.{mode}.out")
+                # No address randomisation: dicts keyed by id() lay out the same each run.
+                args = ["setarch", "-R"] if shutil.which("setarch") else []
+                args += ["valgrind", "--tool=callgrind", "--collect-atstart=no"]
+                args += ["--toggle-collect=functools_reduce", f"--callgrind-out-file={out}"]
+                args += [sys.executable, __file__, "--one-loop", name, "--mode", mode]
+                args += ["-n", str(n), "--urls", pg.url, rd.url, "--sqlite", f"{tmp}/{mode}.db"]
+                # A fixed hash seed: the same dict layouts, so the same instruction counts.
+                env = {**os.environ, "PYTHONHASHSEED": "0"}
+                child = subprocess.Popen(
+                    args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+                children[mode] = (child, out)
+            per_mode = {}
+            for mode, (child, out) in children.items():
+                if child.wait() != 0:
+                    raise RuntimeError(f"{name} ({mode}) under callgrind: exit {child.returncode}")
+                per_mode[mode] = _callgrind_total(out) / n
+            counted.append(Counted(name, per_mode["off"], per_mode["on"]))
+            print(f"  {name}: counted", file=sys.stderr)
+    finally:
+        pg.stop()
+        rd.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return counted
+
+
+def _callgrind_total(path: str) -> int:
+    with open(path, encoding="utf-8") as out:
+        for line in out:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
+def instructions_table(counted: list[Counted]) -> str:
+    lines = [
+        "| pool, loop of checkout + `select 1` (or `GET`) | off (instructions) "
+        "| on (instructions) | ratio | added (instructions) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for c in counted:
+        lines.append(
+            f"| {c.name} | {c.off:,.0f} | {c.on:,.0f} | {c.on / c.off:.3f}× "
+            f"| {c.on - c.off:+,.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def table(rows: list[Row]) -> str:
     def us(values: list[float], f: Callable[[list[float]], float]) -> str:
         return f"{f(values) * 1e6:.1f}"
@@ -208,11 +319,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("-n", type=int, default=400, help="checkouts per round")
     parser.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.name}")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count instructions per checkout under callgrind (needs valgrind)",
+    )
+    parser.add_argument("--instructions-n", type=int, default=200, help="checkouts counted")
+    # The child that callgrind runs (see instructions()); not for people.
+    parser.add_argument("--one-loop", choices=LOOP_NAMES, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=("on", "off"), help=argparse.SUPPRESS)
+    parser.add_argument("--urls", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--sqlite", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one_loop:
+        one_loop(args.one_loop, args.mode == "on", args.n, args.urls, args.sqlite)
+        return 0
     rounds, n = (3, 50) if args.quick else (args.rounds, args.n)
     rows = run(rounds, n)
     text = table(rows)
     print(text)
+    counted_text = ""
+    if args.instructions:
+        counted_text = instructions_table(instructions(args.instructions_n))
+        print(counted_text)
     if not args.no_write:
         machine = (
             f"{platform.python_implementation()} {platform.python_version()}, "
@@ -220,6 +349,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         import pytest_connleak
 
+        counted_part = ""
+        if counted_text:
+            counted_part = (
+                "\n\nInstructions per checkout, counted by callgrind in the client process "
+                f"({args.instructions_n} checkouts, inside the loop only; "
+                "`--instructions`): the same ratio without the machine's noise.\n\n" + counted_text
+            )
         RESULTS.write_text(
             "# Database and cache pools: overhead per checkout\n\n"
             f"Written by `benchmarks/db_pools.py` ({rounds} interleaved rounds of {n} "
@@ -228,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             'started by the script. "off": nothing patched; "on": the instrumentation '
             "installed, as under `--leak-check`. CPU is this process's CPU time (the "
             "client's work; the servers are other processes), wall is what a caller "
-            "waits.\n\n" + text + "\n\n" + NOTE,
+            "waits.\n\n" + text + counted_part + "\n\n" + NOTE,
             encoding="utf-8",
         )
     return 0

@@ -223,10 +223,13 @@ class SqlalchemyAdapter(Adapter):
         def make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
             def connect(self: Any) -> Any:
                 fairy = original(self)
-                # The checkout event's own test: the fairy's first checkout, not a nested
-                # re-checkout of the same connection (SingletonThreadPool).
-                if fairy._counter == 1:
-                    checked_out(self, fairy)
+                try:
+                    # The checkout event's own test: the fairy's first checkout, not a
+                    # nested re-checkout of the same connection (SingletonThreadPool).
+                    if fairy._counter == 1:
+                        checked_out(self, fairy)
+                except Exception as exc:  # a subclass's connect() returned something else
+                    ledger.internal_error("sqlalchemy", "recording a checkout", exc)
                 return fairy
 
             return connect

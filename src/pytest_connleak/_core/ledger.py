@@ -767,6 +767,9 @@ class Ledger:
                     # _release_lease, inlined for the usual case: the pool's newest lease.
                     if self._open.pop(id(lease), None) is not None:
                         leases.pop()
+                        # As release() does: the next lease of the same connection (a
+                        # redis-py pool's) reuses this weak reference.
+                        rec.last_ref = lease._conn_ref
                         rec.leased -= 1
                         if lease._window == self._window:
                             rec._own -= 1
