@@ -94,7 +94,11 @@ class RedisAdapter(Adapter):
         # id(connection) -> its open lease; the pool keeps its connections alive.
         open_leases: dict[int, Lease] = {}
         collected: collections.deque[Lease] = collections.deque()
-        finalising = threading.local()
+        # Thread id -> how deep that thread is in our __del__ wrappers; empty unless one is
+        # running, so that a release asks one truth test, not a thread-local (whose missing
+        # attribute raised, and caught, an AttributeError on every release).
+        finalising: dict[int, int] = {}
+        get_ident = threading.get_ident
         wrappers: set[Any] = set()
 
         def settle() -> None:
@@ -143,7 +147,7 @@ class RedisAdapter(Adapter):
                 lease = open_leases.pop(id(conn), None)
                 if lease is None:
                     return
-                if getattr(finalising, "depth", 0):
+                if finalising and finalising.get(get_ident()):
                     # Inside __del__: no lock here (see the module's docstring).
                     lease.state = GC_RETURNED
                     collected.append(lease)
@@ -217,11 +221,17 @@ class RedisAdapter(Adapter):
 
         def make_del(original: Callable[..., Any]) -> Callable[..., Any]:
             def __del__(self: Any) -> None:
-                finalising.depth = getattr(finalising, "depth", 0) + 1
+                # Each thread touches only its own key: atomic dict operations, no lock.
+                me = get_ident()
+                finalising[me] = finalising.get(me, 0) + 1
                 try:
                     original(self)
                 finally:
-                    finalising.depth -= 1
+                    depth = finalising.get(me, 1) - 1
+                    if depth:
+                        finalising[me] = depth
+                    else:
+                        finalising.pop(me, None)
 
             return __del__
 
