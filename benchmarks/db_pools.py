@@ -303,13 +303,63 @@ def table(rows: list[Row]) -> str:
 
 
 NOTE = """\
-The target is at most 1.02× on a loopback query. What tracking adds is a fixed cost per
-checkout and return, the same ledger work as for an HTTP lease (the lease site, the lease
-record, one lock each way) plus, for SQLAlchemy, its own event dispatch: "added" above.
-Against the wall time of a PostgreSQL query that is within a few per cent; against the
-client's own CPU time on the cheapest loops (an SQLite query in process, a Redis `GET`),
-which do little else, it shows as a larger ratio. On a shared machine the wall clock is
-noisy; compare mins, and run again where a row looks odd.
+## Where the cost goes, and why every row still misses 1.02×
+
+The CPU clock on a shared 2-core machine moves by several µs between runs (when this was
+written, the PostgreSQL loop read +14.9 µs of CPU where its instructions make about 3 µs);
+the instruction counts repeat to the instruction, so the analysis below uses them (1 µs is
+roughly 17,000 instructions here).
+
+What a checkout costs now is the HTTP lease's own path: one dict lookup of the pool's
+record by `id(pool)` (origin and capacity computed once per pool, when first seen), the
+ledger's `lease()` (pointers only: the lease site from a remembered call path, no Site, no
+text) and its return, one lock each way. Measured on the SQLAlchemy + SQLite loop:
+
+| part of a checkout and its return | instructions |
+| --- | --- |
+| the ledger's lease and return (exactly what an HTTP lease costs) | about 31,600 |
+| SQLAlchemy's `checkin` event (kept: it carries the GC's return and `detach()`) | about 7,700 |
+| the `Pool.connect()` wrapper that records the checkout | about 3,400 |
+| the adapter's own bookkeeping (which connection record holds which lease) | the rest |
+
+SQLAlchemy's `checkout` event cost about 12,000 instructions a checkout before it was
+replaced by the `Pool.connect()` wrapper: a `checkout` listener turns off SQLAlchemy's
+checkout fast path (every checkout then runs its reconnect-on-checkout loop) on top of the
+dispatch. The wrapper counts exactly what the event did (a fairy's first checkout).
+
+Before this work (`--instructions` on commit ef48564) tracking added, per checkout:
+SQLAlchemy + psycopg +73,942 (1.094×), SQLAlchemy + SQLite +68,709 (1.138×), psycopg_pool
++52,455 (1.156×), redis-py +63,741 (1.192×), asyncpg +44,894 (1.063×); the timing run then
+read +9 to +20 µs of CPU, 1.08–1.28×. What went: the checkout event, a second weak
+reference per SQLAlchemy lease, helper calls and `*args` on the psycopg_pool and asyncpg
+paths, and redis-py's thread-local look-up, whose missing attribute raised (and swallowed)
+an `AttributeError` on every release (about 15,000 instructions).
+
+Why each row still misses 1.02×: 1.02× leaves 2% of the loop, and the ledger's lease and
+return alone is 31,600 instructions, so only a loop of about 1.6 million instructions
+(some 90 µs of client CPU) or more can meet it. By instructions:
+
+- SQLAlchemy + psycopg (PostgreSQL): 1.069×, misses by 0.049 (2% is 15,800
+  instructions; it adds 54,700): the ledger, plus the `checkin` event and the adapter.
+- SQLAlchemy + SQLite: 1.107×, misses by 0.087 (2% is 10,100; adds 53,900): the same
+  fixed cost against a query that never leaves the process.
+- psycopg_pool: 1.103×, misses by 0.083 (2% is 6,800; adds 34,900): the ledger's floor
+  and two wrapper frames; nothing else is left to remove in the adapter.
+- redis-py: 1.145×, misses by 0.125 (2% is 6,700; adds 48,500): the ledger, plus two
+  `*args, **kwargs` wrappers (redis-py's own signatures are variadic), the check that
+  counts a subclass's call once, and the lease-by-connection map the `__del__` path needs.
+- asyncpg: 1.056×, misses by 0.036 (2% is 14,300; adds 40,300): the ledger and two
+  coroutine frames (the wrappers of `_acquire` and `release` must stay coroutines).
+
+What would close the gap is a cheaper lease in the ledger itself, for every client, HTTP
+included: its lease and return are ~31,600 instructions of pure-Python bookkeeping, and the
+cheap loops here allow 7,000–10,000. That means doing less per lease (a C accelerator for
+the lease record and the lease-site check, or recording the lease site for a sample of
+leases) — a change to the shared fast path in `_core/ledger.py`, not to these adapters. For
+SQLAlchemy, replacing the `checkin` event by a wrapper of SQLAlchemy's private
+`_ConnectionRecord.checkin` would save about 5,000 more, at the price of depending on
+internals; it is not done. Against the wall time of a loopback query (what a test waits),
+every added cost here is 1–5 µs out of 40–400 µs.
 """
 
 
