@@ -160,7 +160,7 @@ HTTPConnectionPool._get_conn = _get_conn
     result.stdout.fnmatch_lines(
         [
             # urllib3 is skipped; the other clients are tracked once imported.
-            "connleak: checking every test for leaked HTTP connections "
+            "connleak: checking every test for leaked connections "
             "(tracking httpcore (when imported), *aiohttp (when imported), "
             "sqlalchemy (when imported), psycopg_pool (when imported), redis (when imported), "
             "asyncpg (when imported))",

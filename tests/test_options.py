@@ -26,7 +26,7 @@ def test_flag_turns_it_on(base_conftest: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(
         [
-            "connleak: checking every test for leaked HTTP connections (tracking urllib3 *)",
+            "connleak: checking every test for leaked connections (tracking urllib3 *)",
             "E   ConnectionLeakError: 1 connection leaked by test_leaky (still leased at teardown)",
         ]
     )
@@ -85,10 +85,10 @@ def test_help_lists_options_and_ini(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(
         [
-            "HTTP connection leak checks (pytest-connleak):",
-            "  --leak-check *fail every test that leaves an HTTP connection leased*",
+            "connection leak checks (pytest-connleak):",
+            "  --leak-check *fail every test that leaves a connection leased from a*",
             "  --no-leak-check *turn off the check for every test*",
-            "*leak_check (string):*check every test for leaked HTTP connections*",
+            "*leak_check (string):*check every test for leaked connections*",
         ]
     )
 
@@ -108,6 +108,6 @@ def test_fixtures_lists_leak_check(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "leak_check -- *plugin.py:*",
-            "    Fail this test if it leaves an HTTP connection leased, even without --leak-check.",
+            "    Fail this test if it leaves a connection leased, even without --leak-check.",
         ]
     )

@@ -36,7 +36,7 @@ def test_clients_the_suite_never_imports_stay_unimported(base_conftest: pytest.P
     result.stdout.fnmatch_lines(
         [
             # httpcore2 is listed where it is installed (Python 3.11+).
-            "connleak: checking every test for leaked HTTP connections (tracking urllib3 *, "
+            "connleak: checking every test for leaked connections (tracking urllib3 *, "
             "httpcore (when imported), *aiohttp (when imported), sqlalchemy (when imported), "
             "psycopg_pool (when imported), redis (when imported), asyncpg (when imported))"
         ]

@@ -126,6 +126,35 @@ def test_boto3_body_dropped_after_a_partial_read_is_a_leak(pytester: pytest.Pyte
     )
 
 
+def test_no_leaks_block_lets_botocore_close_pass_and_catches_an_unread_body(
+    pytester: pytest.Pytester,
+) -> None:
+    # The plain-Python API judges like the plugin, with the plugin off for the whole run.
+    example(pytester, "sdk_boto3")
+    pytester.makepyfile(
+        test_block="""
+        import pytest
+        from pytest_connleak import ConnectionLeakError, no_leaks
+
+        def test_closed_body_passes(s3):
+            with no_leaks():
+                s3.get_object(Bucket="reports", Key="2026/q3.csv")["Body"].close()
+
+        def test_unread_body_raises(s3):
+            with pytest.raises(ConnectionLeakError) as caught:
+                with no_leaks():
+                    response = s3.get_object(Bucket="reports", Key="2026/q3.csv")
+            assert len(caught.value.leases) == 1
+            assert "leased at test_block.py:11 in test_unread_body_raises" in str(caught.value)
+            response["Body"].close()
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:connleak", "test_block.py"
+    )
+    result.assert_outcomes(passed=2)
+
+
 # -- the OpenAI SDK (httpx2), against a local chat-completions server ------------------------
 
 needs_openai = pytest.mark.skipif(

@@ -88,7 +88,7 @@ def test_checker_catches_a_leak_without_the_extra(without_upstreams: pytest.Pyte
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(
         [
-            "connleak: checking every test for leaked HTTP connections*",
+            "connleak: checking every test for leaked connections*",
             "E   ConnectionLeakError: 1 connection leaked by test_leaks (still leased at teardown)",
             "E     http://127.0.0.1:* — leased at test_service.py:4 in test_leaks",
         ]

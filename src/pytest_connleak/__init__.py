@@ -1,4 +1,4 @@
-"""pytest-connleak: fail the test that leaks an HTTP connection.
+"""pytest-connleak: fail the test that leaks a pooled connection.
 
 The plugin itself lives in :mod:`pytest_connleak.plugin`; this package re-exports the
 public names that tests and conftest files use.

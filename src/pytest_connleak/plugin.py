@@ -55,7 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "allow_leaks(reason=..., origins=[...], sites=[...]): do not fail this test "
-        "(function, class or module) for HTTP connections it leaves leased, or only for those "
+        "(function, class or module) for connections it leaves leased, or only for those "
         "of these pool origins or lease sites; they are still counted in the summary.",
     )
     settings = resolve_settings(config)
@@ -79,7 +79,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     if settings is None or not settings.check_all:
         return None
     tracked = ", ".join(checker.tracked()) if checker else "in the workers"
-    return f"connleak: checking every test for leaked HTTP connections (tracking {tracked})"
+    return f"connleak: checking every test for leaked connections (tracking {tracked})"
 
 
 def pytest_collection_modifyitems(
@@ -106,7 +106,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture
 def leak_check(request: pytest.FixtureRequest) -> LeakCheck:
-    """Fail this test if it leaves an HTTP connection leased, even without --leak-check.
+    """Fail this test if it leaves a connection leased, even without --leak-check.
 
     Returns a :class:`pytest_connleak.LeakCheck` with ``leased()`` and
     ``assert_no_leaks()``. Make it autouse in a conftest.py to check a whole directory.

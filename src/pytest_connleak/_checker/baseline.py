@@ -29,7 +29,7 @@ KEY_PROPERTY = "connection_leak_baseline"
 SEPARATOR = " | "
 
 HEADER = (
-    "# pytest-connleak baseline: HTTP connection leaks known when this file was recorded.\n"
+    "# pytest-connleak baseline: connection leaks known when this file was recorded.\n"
     "# One leak per line: test node id | pool scheme://host | lease site file:function.\n"
     "# Tests fail only on leaks not listed here. Delete a line once its leak is fixed;\n"
     "# delete the file to record it again.\n"

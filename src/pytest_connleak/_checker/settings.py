@@ -232,14 +232,14 @@ def _patterns(
 
 def add_options(parser: pytest.Parser) -> pytest.OptionGroup:
     """The options and ini values of the check itself; returns their group."""
-    group = parser.getgroup("connleak", "HTTP connection leak checks (pytest-connleak)")
+    group = parser.getgroup("connleak", "connection leak checks (pytest-connleak)")
     group.addoption(
         "--leak-check",
         action="store_true",
         dest="leak_check",
         default=None,
-        help="fail every test that leaves an HTTP connection leased from a pool "
-        "(urllib3/requests, httpx, aiohttp). Ini: leak_check.",
+        help="fail every test that leaves a connection leased from a pool (urllib3/requests, "
+        "httpx, aiohttp, SQLAlchemy, psycopg_pool, redis, asyncpg). Ini: leak_check.",
     )
     group.addoption(
         "--no-leak-check",
@@ -252,7 +252,7 @@ def add_options(parser: pytest.Parser) -> pytest.OptionGroup:
         "leak_check",
         type="string",
         default="false",
-        help="check every test for leaked HTTP connections (true/false, default false).",
+        help="check every test for leaked connections (true/false, default false).",
     )
     group.addoption(
         "--leak-check-pool-threshold",

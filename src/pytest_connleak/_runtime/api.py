@@ -27,6 +27,7 @@ from pytest_connleak._core.adapters import acquire_instrumentation, release_inst
 from pytest_connleak._core.ledger import Lease, ledger
 from pytest_connleak._core.pools import idle_connections, live_pools
 from pytest_connleak._core.report import ConnectionLeakError, format_leaks
+from pytest_connleak._core.sdks import known_behaviour
 
 from .alarm import DEFAULT_POOL_THRESHOLD, LOGGER_NAME, POOL_ALERT_EVERY, LeakAlarm, Watchdog
 from .alarm import check_number as _check_number
@@ -63,6 +64,10 @@ class no_leaks:  # lower case: used like contextlib.suppress, a function in all 
     its end, those still open raise :class:`ConnectionLeakError` with the plugin's report.
     Blocks nest: the enclosing owner (an outer block, or the current pytest test) is
     restored on exit.
+
+    Connections an SDK is known to lose on its own, where that cannot run a pool dry
+    (botocore's ``StreamingBody.close()``), are not the block's leaks: like the plugin, the
+    block lets them pass and hands them to the enclosing owner.
 
     When the block ends with an exception, that exception propagates unchanged and the
     block's open leases are handed to the enclosing owner instead, so an outer block or
@@ -126,6 +131,15 @@ class no_leaks:  # lower case: used like contextlib.suppress, a function in all 
                 for lease in leases:
                     lease.owner = previous
                 return
+            # A slot an SDK loses on its own (botocore's close()) is not this block's leak;
+            # whoever encloses the block (the plugin lists it in its summary) sees it still.
+            leaked = []
+            for lease in leases:
+                if known_behaviour(lease) is None:
+                    leaked.append(lease)
+                else:
+                    lease.owner = previous
+            leases = leaked
             ledger.disown(leases)
             # Before the release below: the last user's release forgets the adapters,
             # and with them the client-specific advice.
