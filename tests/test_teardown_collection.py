@@ -5,9 +5,10 @@ reference cycle gives its connection back when its finalizer runs. That collecti
 finalises garbage that is not the test's, and a finalizer can set off an unraisable
 exception (a ``ResourceWarning`` under ``filterwarnings = error``). Seen in urllib3's own
 suite: pytest reported it at the next test's setup, which then errored. Without the plugin
-CPython finds that garbage at a later full collection (pytest 8.4+ runs one at the end of
-the session and reports what it sets off there), so with the plugin it must turn up there
-too: not on the test being judged, not on the next one, and not be dropped.
+CPython finds that garbage at a later collection (pytest 8.4+ runs one after the last test
+and reports what it sets off there; before 8.4 the interpreter's at exit prints it), so with
+the plugin it must turn up there too: not on the test being judged, not on the next one,
+and not be dropped.
 """
 
 from __future__ import annotations

@@ -13,35 +13,34 @@ runs after pytest's check of the teardown, they would land on the next test's se
 pytest 8.4+ (seen in urllib3's own suite), and on the outer test of an in-process
 pytester run on pytest 8.2-8.3.
 
-So the collection keeps them, and hands them to ``sys.unraisablehook`` at the start of the
-next full collection that is not ours, which would have found that garbage without us:
-the latest moment CPython could have set them off itself, never an earlier test (garbage
-young enough for a younger collection is reported a little later than CPython would have).
-Whatever is still held when the interpreter exits goes to the hook then in place, as
-CPython's own collection at exit would: nothing is dropped. Warnings that a finalizer only shows (not escalated to errors)
-are left to pytest: they change no outcome.
+So the collection keeps them, and hands them to ``sys.unraisablehook`` when the run ends,
+where CPython's last collection would have found that garbage at the latest: on pytest
+8.4+ just before pytest's own last collection and check (they are reported after the last
+test, as without the plugin); before 8.4, when the interpreter exits (the hook then in
+place prints them, as it would for garbage collected at exit). Never on an earlier test,
+never dropped; garbage that an automatic full collection would have found in the middle
+of the run is reported at its end instead. Warnings that a finalizer only shows (not
+escalated to errors) are left to pytest: they change no outcome.
 
-One ``gc.callbacks`` entry for the process, added the first time something is held and
-kept: what is held may outlive the run (an in-process pytester run's garbage belongs to
-the outer run's next full collection), and removing a callback from inside a collection
-would make CPython skip the next one in the list. Lock-free: the hand-over runs inside a
-garbage collection, on any thread, possibly while this module's own code is running.
+Not at the next automatic full collection: that starts inside whatever allocation
+triggered it (a ``compile()`` in pytest's report formatting, say), and pytest's hook
+formats a traceback there, which parses source: CPython 3.11 then fails the outer compile
+with ``SystemError: AST constructor recursion depth mismatch`` (seen in urllib3's suite).
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import gc
 import sys
 import threading
 from collections import deque
 from typing import Any
 
-__all__ = ["collect"]
+__all__ = ["collect", "hand_over"]
 
 _held: deque[Any] = deque()
-_state = {"collecting": False, "watching": False}
+_at_exit = {"registered": False}
 
 
 def collect() -> None:
@@ -56,31 +55,28 @@ def collect() -> None:
         else:  # another thread's finalizer, not set off by this collection
             previous(unraisable)
 
-    _state["collecting"] = True
     sys.unraisablehook = hook
     try:
         gc.collect()
     finally:
         if sys.unraisablehook is hook:  # a finalizer may have installed its own
             sys.unraisablehook = previous
-        _state["collecting"] = False
-    if held and not _state["watching"]:
-        _state["watching"] = True
-        gc.callbacks.append(_on_gc)
-        atexit.register(_hand_over)
 
 
-def _on_gc(phase: str, info: dict[str, int]) -> None:
-    if phase == "start" and info.get("generation") == 2 and not _state["collecting"]:
-        _hand_over()
+def hand_over(now: bool) -> None:
+    """Give what the collections kept to ``sys.unraisablehook``: *now*, or at exit."""
+    if not now:
+        if _held and not _at_exit["registered"]:
+            _at_exit["registered"] = True
+            atexit.register(_hand_over)
+        return
+    _hand_over()
 
 
 def _hand_over() -> None:
     while _held:
+        unraisable = _held.popleft()
         try:
-            unraisable = _held.popleft()
-        except IndexError:  # another thread took the last one
-            return
-        # A hook that fails reports its own failure (pytest's queues it); go on.
-        with contextlib.suppress(Exception):
             sys.unraisablehook(unraisable)
+        except Exception:  # noqa: S112 - a failing hook reports its own failure (pytest's queues it)
+            continue

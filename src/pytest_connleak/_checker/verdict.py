@@ -7,6 +7,7 @@ disagree. Nothing is patched until checking is enabled for at least one test
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
@@ -53,6 +54,11 @@ __all__ = [
 ]
 
 _USAGE_KEY = pytest.StashKey[list[PoolUsage]]()
+#: pytest 8.4+ keeps one unraisable hook for the session and checks it once more after a
+#: last collection at the end; before, each test phase caught its own.
+_PYTEST_CHECKS_AT_END = hasattr(
+    importlib.import_module("_pytest.unraisableexception"), "collect_unraisable"
+)
 
 
 def activate(config: pytest.Config) -> LeakChecker:
@@ -108,8 +114,8 @@ def _settled(owner: str) -> list[Lease]:
     caught in a reference cycle (an SDK's stream object and the generator reading it) is
     closed by its finalizer when the cycle is collected, which gives its connection back:
     that is not a leak, and CPython would do it at its next collection anyway. What the
-    collection's other finalizers could not raise is handed to pytest where CPython would
-    have handed it (see ``settle``): not on this test, not on the next one.
+    collection's other finalizers could not raise is handed to pytest when the run ends
+    (see ``settle``): not on this test, not on the next one.
     """
     settle.collect()
     return ledger.open_leases(owner)
@@ -162,6 +168,7 @@ class LeakChecker:
         ledger.remove_library(*own)
         release_instrumentation()
         ledger.owner = None
+        settle.hand_over(now=False)  # anything still kept: at exit
         if self.config.pluginmanager.is_registered(self):
             self.config.pluginmanager.unregister(self)
 
@@ -332,6 +339,12 @@ class LeakChecker:
         write_summary(terminalreporter)
         for problem in self.instrumentation.escalated:
             terminalreporter.write_line(f"ERROR: IncompatibleClientWarning: {problem}", red=True)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        # Before pytest's own last collection and check (8.4+), which then reports what
+        # the verdict's collections kept, as it reports that garbage without the plugin.
+        settle.hand_over(now=_PYTEST_CHECKS_AT_END)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         # An escalated warning from a client's import could not be raised there without
