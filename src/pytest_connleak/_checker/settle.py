@@ -1,82 +1,70 @@
-"""The verdict's garbage collection, without moving what its finalizers report.
+"""The verdict's garbage collection, without letting its finalizers change an outcome.
 
 The verdict collects garbage before it calls an open lease a leak (a response caught in a
 reference cycle gives its connection back when its finalizer runs). That collection also
 finalises garbage that is not ours to judge: an earlier test's unclosed socket, an event
-loop's socket pair. Their finalizers can set off unraisable exceptions (a
-``ResourceWarning`` under ``filterwarnings = error``, a ``__del__`` that raises), which
-pytest reports as ``PytestUnraisableExceptionWarning`` on whatever test is running when
-CPython hands them to ``sys.unraisablehook``. Without the plugin, CPython finds that
-garbage at a later full collection (an automatic one, pytest's own at the end of the
-session on pytest 8.4+, or the interpreter's at exit). Handed over by our collection, which
-runs after pytest's check of the teardown, they would land on the next test's setup on
-pytest 8.4+ (seen in urllib3's own suite), and on the outer test of an in-process
-pytester run on pytest 8.2-8.3.
+loop's socket pair. Their finalizers can warn (``ResourceWarning``) or raise (an
+unraisable exception). Without the plugin CPython would run them at some later collection,
+under whatever warning filters are in force then: inside a ``pytest.warns()`` block they
+are recorded, between tests ignored, under ``filterwarnings = error`` raised and reported
+by pytest on whatever test (or end of session) it is. Run by us, under the judged test's
+filters, they would fail that test, the next one (pytest 8.4+ reports them at the next
+phase's check: seen in urllib3's own suite) or the whole session.
 
-So the collection keeps them, and hands them to ``sys.unraisablehook`` when the run ends,
-where CPython's last collection would have found that garbage at the latest: on pytest
-8.4+ just before pytest's own last collection and check (they are reported after the last
-test, as without the plugin); before 8.4, when the interpreter exits (the hook then in
-place prints them, as it would for garbage collected at exit). Never on an earlier test,
-never dropped; garbage that an automatic full collection would have found in the middle
-of the run is reported at its end instead. Warnings that a finalizer only shows (not
-escalated to errors) are left to pytest: they change no outcome.
+So the collection records what its finalizers warn and catches what they raise, and the
+run's summary lists it (``connleak: garbage collected before a verdict``): shown to the
+user, never dropped, never a test's or the session's failure. Handing it to pytest later
+instead is no better: its outcome would depend on the filters then, and pytest's hook,
+called inside a later collection, formats a traceback inside whatever allocation started
+it (a ``compile()``: ``SystemError: AST constructor recursion depth mismatch`` on 3.11).
 
-Not at the next automatic full collection: that starts inside whatever allocation
-triggered it (a ``compile()`` in pytest's report formatting, say), and pytest's hook
-formats a traceback there, which parses source: CPython 3.11 then fails the outer compile
-with ``SystemError: AST constructor recursion depth mismatch`` (seen in urllib3's suite).
+The recording replaces the warning filters process-wide for the length of the collection,
+so a warning another thread emits in that moment is listed here too, not lost.
 """
 
 from __future__ import annotations
 
-import atexit
 import gc
 import sys
 import threading
-from collections import deque
+import warnings
 from typing import Any
 
-__all__ = ["collect", "hand_over"]
+__all__ = ["collect", "take_kept"]
 
-_held: deque[Any] = deque()
-_at_exit = {"registered": False}
+_kept: list[str] = []
 
 
 def collect() -> None:
-    """``gc.collect()``, keeping what the finalizers it runs could not raise."""
+    """``gc.collect()``, keeping what the finalizers it runs warn or raise for the summary."""
     me = threading.get_ident()
     previous = sys.unraisablehook
-    held = _held
+    caught: list[Any] = []
 
     def hook(unraisable: Any) -> None:
         if threading.get_ident() == me:
-            held.append(unraisable)
+            caught.append(unraisable)
         else:  # another thread's finalizer, not set off by this collection
             previous(unraisable)
 
     sys.unraisablehook = hook
     try:
-        gc.collect()
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("always")  # recorded, never escalated to errors here
+            gc.collect()
     finally:
         if sys.unraisablehook is hook:  # a finalizer may have installed its own
             sys.unraisablehook = previous
+    for message in shown:
+        _kept.append(f"{message.category.__name__}: {message.message}")
+    for unraisable in caught:
+        what = unraisable.err_msg or "Exception ignored in"
+        error = unraisable.exc_type.__name__
+        _kept.append(f"{what}: {unraisable.object!r}: {error}: {unraisable.exc_value}")
 
 
-def hand_over(now: bool) -> None:
-    """Give what the collections kept to ``sys.unraisablehook``: *now*, or at exit."""
-    if not now:
-        if _held and not _at_exit["registered"]:
-            _at_exit["registered"] = True
-            atexit.register(_hand_over)
-        return
-    _hand_over()
-
-
-def _hand_over() -> None:
-    while _held:
-        unraisable = _held.popleft()
-        try:
-            sys.unraisablehook(unraisable)
-        except Exception:  # noqa: S112 - a failing hook reports its own failure (pytest's queues it)
-            continue
+def take_kept() -> list[str]:
+    """What the collections kept since the last call, one line each, oldest first."""
+    kept = _kept[:]
+    del _kept[: len(kept)]
+    return kept

@@ -7,7 +7,6 @@ disagree. Nothing is patched until checking is enabled for at least one test
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
@@ -54,11 +53,6 @@ __all__ = [
 ]
 
 _USAGE_KEY = pytest.StashKey[list[PoolUsage]]()
-#: pytest 8.4+ keeps one unraisable hook for the session and checks it once more after a
-#: last collection at the end; before, each test phase caught its own.
-_PYTEST_CHECKS_AT_END = hasattr(
-    importlib.import_module("_pytest.unraisableexception"), "collect_unraisable"
-)
 
 
 def activate(config: pytest.Config) -> LeakChecker:
@@ -114,8 +108,8 @@ def _settled(owner: str) -> list[Lease]:
     caught in a reference cycle (an SDK's stream object and the generator reading it) is
     closed by its finalizer when the cycle is collected, which gives its connection back:
     that is not a leak, and CPython would do it at its next collection anyway. What the
-    collection's other finalizers could not raise is handed to pytest when the run ends
-    (see ``settle``): not on this test, not on the next one.
+    collection's other finalizers warn or raise is listed in the run's summary (see
+    ``settle``), never made a test's failure.
     """
     settle.collect()
     return ledger.open_leases(owner)
@@ -168,7 +162,7 @@ class LeakChecker:
         ledger.remove_library(*own)
         release_instrumentation()
         ledger.owner = None
-        settle.hand_over(now=False)  # anything still kept: at exit
+        settle.take_kept()  # listed by this run's summary, or by none (an xdist worker)
         if self.config.pluginmanager.is_registered(self):
             self.config.pluginmanager.unregister(self)
 
@@ -337,14 +331,16 @@ class LeakChecker:
         from .summary import write_summary
 
         write_summary(terminalreporter)
+        if kept := settle.take_kept():
+            terminalreporter.write_sep("=", "connleak: garbage collected before a verdict")
+            terminalreporter.write_line(
+                "Finalizers run by the collection before a verdict reported these; without"
+                " the plugin they would have run at a later collection:"
+            )
+            for line in kept:
+                terminalreporter.write_line(f"  {line}")
         for problem in self.instrumentation.escalated:
             terminalreporter.write_line(f"ERROR: IncompatibleClientWarning: {problem}", red=True)
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_unconfigure(self, config: pytest.Config) -> None:
-        # Before pytest's own last collection and check (8.4+), which then reports what
-        # the verdict's collections kept, as it reports that garbage without the plugin.
-        settle.hand_over(now=_PYTEST_CHECKS_AT_END)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         # An escalated warning from a client's import could not be raised there without
