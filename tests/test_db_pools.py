@@ -1179,6 +1179,40 @@ def test_one_leak_one_report_with_the_socket_check(db_project: pytest.Pytester) 
     assert "socket" not in result.stdout.str().split("ERROR at teardown of test_leak")[1]
 
 
+SQLALCHEMY_CONNECT_PATCH = """
+import inspect
+from sqlalchemy.pool import Pool, SingletonThreadPool
+from pytest_connleak._core.adapters import acquire_instrumentation, release_instrumentation
+
+originals = {cls: cls.__dict__["connect"] for cls in (Pool, SingletonThreadPool)}
+acquire_instrumentation()
+for cls, original in originals.items():
+    wrapped = cls.__dict__["connect"]
+    assert wrapped is not original and wrapped.__wrapped__ is original, cls
+    assert inspect.signature(wrapped) == inspect.signature(original), cls
+release_instrumentation()
+for cls, original in originals.items():
+    assert cls.__dict__["connect"] is original, cls
+print("restored")
+"""
+
+
+def test_sqlalchemy_connect_wrapper_keeps_its_signature_and_goes_away() -> None:
+    """Checkouts are seen through ``Pool.connect()`` (and ``SingletonThreadPool``'s own),
+    wrapped with the same signature while tracking is on and put back at the end."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", SQLALCHEMY_CONNECT_PATCH],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "restored"
+
+
 @pytest.mark.parametrize("poolclass", ["StaticPool", "SingletonThreadPool"])
 def test_shared_record_two_holders_is_not_a_leak(poolclass: str) -> None:
     """These pools hand one connection to two holders at once and check it in once."""

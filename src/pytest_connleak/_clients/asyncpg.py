@@ -9,11 +9,12 @@ collected and its slot never comes back.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from pytest_connleak._core.adapters import Adapter, Patcher, expect_signature
-from pytest_connleak._core.ledger import Lease, Ledger
+from pytest_connleak._core.ledger import Lease, Ledger, PoolRecord
 
 __all__ = ["AsyncpgAdapter", "proxy_origin"]
 
@@ -57,37 +58,54 @@ class AsyncpgAdapter(Adapter):
         cls = pool_mod.Pool
         expect_signature(cls, "_acquire", ("self", "timeout"))
         expect_signature(cls, "release", ("self", "connection", "timeout"))
-        known, record = ledger.known_record, ledger.pool_record
+        record = ledger.pool_record
+        # The request path, shaped like urllib3's: known_record() inlined (the ledger never
+        # rebinds _pools), the pool's record (origin, capacity) made once, on first sight,
+        # and the exact signatures rather than *args/**kwargs.
+        known_pool = ledger._pools.get
+        lease_of, give_back = ledger.lease, ledger.release_lease
+        failed = ledger.internal_error
         name = self.name
         # id(proxy) -> its lease; the pool's holder keeps the proxy alive while it is out.
         open_leases: dict[int, Lease] = {}
+        release_timeout = inspect.signature(cls.release).parameters["timeout"].default
+
+        def note_wait(rec: PoolRecord) -> None:
+            try:
+                ledger.note_wait(rec)
+            except Exception as exc:
+                failed(name, "counting a wait for a connection", exc)
 
         def make_acquire(original: Callable[..., Any]) -> Callable[..., Any]:
-            async def _acquire(self: Any, *args: Any, **kwargs: Any) -> Any:
-                rec = known(self)
-                if rec is not None and rec.capacity is not None and rec.leased >= rec.capacity:
-                    ledger.note_wait(rec)
-                proxy = await original(self, *args, **kwargs)
+            async def _acquire(self: Any, timeout: Any) -> Any:
+                # Before the original only what cannot fail: a dict look-up and a compare.
+                rec = known_pool(id(self))
+                if rec is not None and rec.leased >= rec.wait_at:
+                    note_wait(rec)
+                proxy = await original(self, timeout)
                 try:
                     if rec is None:
                         rec = record(
                             self, name, lambda: proxy_origin(proxy), lambda: _capacity(self)
                         )
-                    open_leases[id(proxy)] = ledger.lease(rec, None)
+                    open_leases[id(proxy)] = lease_of(rec, None)
                 except Exception as exc:  # never break the pool; reported at the end
-                    ledger.internal_error(name, "recording an acquire()", exc)
+                    failed(name, "recording an acquire()", exc)
                 return proxy
 
             return _acquire
 
         def make_release(original: Callable[..., Any]) -> Callable[..., Any]:
-            async def release(self: Any, connection: Any, *args: Any, **kwargs: Any) -> Any:
+            async def release(self: Any, connection: Any, *, timeout: Any = release_timeout) -> Any:
                 try:
-                    return await original(self, connection, *args, **kwargs)
+                    return await original(self, connection, timeout=timeout)
                 finally:
                     lease = open_leases.pop(id(connection), None)
                     if lease is not None:
-                        ledger.release_lease(lease)
+                        try:
+                            give_back(lease)
+                        except Exception as exc:
+                            failed(name, "recording a release()", exc)
 
             return release
 

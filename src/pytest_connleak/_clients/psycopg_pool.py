@@ -9,6 +9,7 @@ itself: one dropped without ``putconn()`` is closed by psycopg's finaliser (with
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -65,70 +66,90 @@ class PsycopgPoolAdapter(Adapter):
             expect_signature(cls, "getconn", ("self", "timeout"))
             expect_signature(cls, "putconn", ("self", "conn"))
 
-        known, record = ledger.known_record, ledger.pool_record
+        record = ledger.pool_record
+        # The request path, shaped like urllib3's: known_record() inlined (the ledger never
+        # rebinds _pools), the pool's record (origin, capacity) made once, on first sight.
+        known_pool = ledger._pools.get
+        lease, release = ledger.lease, ledger.release
+        failed = ledger.internal_error
         name = self.name
-
         async_pools = self._async_pools
+        get_timeout = inspect.signature(ConnectionPool.getconn).parameters["timeout"].default
+        aget_timeout = inspect.signature(AsyncConnectionPool.getconn).parameters["timeout"].default
 
-        def leased(pool: Any, conn: Any, is_async: bool) -> None:
+        def first_sight(pool: Any, conn: Any, is_async: bool) -> PoolRecord:
+            rec = record(pool, name, lambda: conn_origin(conn), lambda: _capacity(pool))
+            if is_async:
+                async_pools.add(rec)
+            return rec
+
+        def note_wait(rec: PoolRecord) -> None:
             try:
-                rec = known(pool)
-                if rec is None:
-                    rec = record(pool, name, lambda: conn_origin(conn), lambda: _capacity(pool))
-                    if is_async:
-                        async_pools.add(rec)
-                ledger.lease(rec, conn)
-            except Exception as exc:  # never break the pool; reported at the end
-                ledger.internal_error(name, "recording a getconn()", exc)
-
-        def waits(pool: Any) -> None:
-            rec = known(pool)
-            if rec is not None and rec.capacity is not None and rec.leased >= rec.capacity:
                 ledger.note_wait(rec)
-
-        def returned(pool: Any, conn: Any) -> None:
-            try:
-                rec = known(pool)
-                if rec is not None:
-                    ledger.release(rec, conn)
             except Exception as exc:
-                ledger.internal_error(name, "recording a putconn()", exc)
+                failed(name, "counting a wait for a connection", exc)
 
         def make_get(original: Callable[..., Any]) -> Callable[..., Any]:
-            def getconn(self: Any, *args: Any, **kwargs: Any) -> Any:
-                waits(self)
-                conn = original(self, *args, **kwargs)
-                leased(self, conn, False)
+            # The exact signature, not *args/**kwargs: this runs on every checkout.
+            def getconn(self: Any, timeout: Any = get_timeout) -> Any:
+                # Before the original only what cannot fail: a dict look-up and a compare.
+                rec = known_pool(id(self))
+                if rec is not None and rec.leased >= rec.wait_at:
+                    note_wait(rec)
+                conn = original(self, timeout)
+                try:
+                    if rec is None:
+                        rec = first_sight(self, conn, False)
+                    lease(rec, conn)
+                except Exception as exc:  # never break the pool; reported at the end
+                    failed(name, "recording a getconn()", exc)
                 return conn
 
             return getconn
 
         def make_put(original: Callable[..., Any]) -> Callable[..., Any]:
-            def putconn(self: Any, *args: Any, **kwargs: Any) -> Any:
+            def putconn(self: Any, conn: Any) -> Any:
                 try:
-                    return original(self, *args, **kwargs)
+                    return original(self, conn)
                 finally:
                     # After the original, whatever it did: a connection of another pool
                     # matches no lease of this one, and a closed pool closes it for good.
-                    returned(self, args[0] if args else kwargs.get("conn"))
+                    rec = known_pool(id(self))
+                    if rec is not None:
+                        try:
+                            release(rec, conn)
+                        except Exception as exc:
+                            failed(name, "recording a putconn()", exc)
 
             return putconn
 
         def make_aget(original: Callable[..., Any]) -> Callable[..., Any]:
-            async def getconn(self: Any, *args: Any, **kwargs: Any) -> Any:
-                waits(self)
-                conn = await original(self, *args, **kwargs)
-                leased(self, conn, True)
+            async def getconn(self: Any, timeout: Any = aget_timeout) -> Any:
+                rec = known_pool(id(self))
+                if rec is not None and rec.leased >= rec.wait_at:
+                    note_wait(rec)
+                conn = await original(self, timeout)
+                try:
+                    if rec is None:
+                        rec = first_sight(self, conn, True)
+                    lease(rec, conn)
+                except Exception as exc:
+                    failed(name, "recording a getconn()", exc)
                 return conn
 
             return getconn
 
         def make_aput(original: Callable[..., Any]) -> Callable[..., Any]:
-            async def putconn(self: Any, *args: Any, **kwargs: Any) -> Any:
+            async def putconn(self: Any, conn: Any) -> Any:
                 try:
-                    return await original(self, *args, **kwargs)
+                    return await original(self, conn)
                 finally:
-                    returned(self, args[0] if args else kwargs.get("conn"))
+                    rec = known_pool(id(self))
+                    if rec is not None:
+                        try:
+                            release(rec, conn)
+                        except Exception as exc:
+                            failed(name, "recording a putconn()", exc)
 
             return putconn
 

@@ -89,12 +89,16 @@ class RedisAdapter(Adapter):
         from redis import connection as sync_conn
         from redis.asyncio import connection as async_conn
 
-        known, record = ledger.known_record, ledger.pool_record
+        record = ledger.pool_record
         name = self.name
         # id(connection) -> its open lease; the pool keeps its connections alive.
         open_leases: dict[int, Lease] = {}
         collected: collections.deque[Lease] = collections.deque()
-        finalising = threading.local()
+        # Thread id -> how deep that thread is in our __del__ wrappers; empty unless one is
+        # running, so that a release asks one truth test, not a thread-local (whose missing
+        # attribute raised, and caught, an AttributeError on every release).
+        finalising: dict[int, int] = {}
+        get_ident = threading.get_ident
         wrappers: set[Any] = set()
 
         def settle() -> None:
@@ -106,55 +110,67 @@ class RedisAdapter(Adapter):
                     collected.append(lease)
 
         async_pools = self._async_pools
+        # The request path, shaped like urllib3's: known_record() inlined (the ledger never
+        # rebinds _pools), the pool's record (origin, capacity) made once, on first sight.
+        known_pool = ledger._pools.get
+        lease_of, give_back = ledger.lease, ledger.release_lease
+        failed = ledger.internal_error
 
-        def leased(pool: Any, conn: Any, blocking: bool, is_async: bool) -> None:
+        def first_sight(pool: Any, blocking: bool, is_async: bool) -> PoolRecord:
+            rec = record(pool, name, lambda: pool_origin(pool), lambda: _capacity(pool, blocking))
+            if is_async:
+                async_pools.add(rec)
+            return rec
+
+        def note_wait(rec: PoolRecord) -> None:
+            # Only a blocking pool makes a caller wait (wait_at is unreachable for the
+            # other, which raises at its limit).
+            try:
+                ledger.note_wait(rec)
+            except Exception as exc:
+                failed(name, "counting a wait for a connection", exc)
+
+        def leased(
+            pool: Any, rec: PoolRecord | None, conn: Any, blocking: bool, is_async: bool
+        ) -> None:
             try:
                 if collected:
                     settle()
-                rec = known(pool)
                 if rec is None:
-                    rec = record(
-                        pool, name, lambda: pool_origin(pool), lambda: _capacity(pool, blocking)
-                    )
-                    if is_async:
-                        async_pools.add(rec)
-                open_leases[id(conn)] = ledger.lease(rec, conn)
+                    rec = first_sight(pool, blocking, is_async)
+                open_leases[id(conn)] = lease_of(rec, conn)
             except Exception as exc:  # never break the pool; reported at the end
-                ledger.internal_error(name, "recording a get_connection()", exc)
-
-        def waits(pool: Any) -> None:
-            # Only a blocking pool makes a caller wait; the other raises at its limit.
-            rec = known(pool)
-            capacity = rec.capacity if rec is not None and rec.block else None
-            if rec is not None and capacity is not None and rec.leased >= capacity:
-                ledger.note_wait(rec)
+                failed(name, "recording a get_connection()", exc)
 
         def returned(conn: Any) -> None:
             try:
                 lease = open_leases.pop(id(conn), None)
                 if lease is None:
                     return
-                if getattr(finalising, "depth", 0):
+                if finalising and finalising.get(get_ident()):
                     # Inside __del__: no lock here (see the module's docstring).
                     lease.state = GC_RETURNED
                     collected.append(lease)
                     return
-                ledger.release_lease(lease)
+                give_back(lease)
             except Exception as exc:
-                ledger.internal_error(name, "recording a release()", exc)
+                failed(name, "recording a release()", exc)
 
-        def outermost(self: Any, attr: str, wrapper: Any) -> bool:
-            # Count a call once: in the most derived of our wrappers that it goes through.
-            resolved = getattr(type(self), attr, None)
-            return resolved is wrapper or resolved not in wrappers
+        # A call is counted once, in the most derived of our wrappers it goes through: the
+        # wrapper compares what type(self) resolves the method to with itself (inlined on
+        # the request path rather than a helper call).
 
         def make_get(blocking: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             def make(original: Callable[..., Any]) -> Callable[..., Any]:
                 def get_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
-                    waits(self)
+                    # Before the original only what cannot fail: a dict look-up, a compare.
+                    rec = known_pool(id(self))
+                    if rec is not None and rec.leased >= rec.wait_at:
+                        note_wait(rec)
                     conn = original(self, *args, **kwargs)
-                    if outermost(self, "get_connection", get_connection):
-                        leased(self, conn, blocking, False)
+                    resolved = getattr(type(self), "get_connection", None)
+                    if resolved is get_connection or resolved not in wrappers:
+                        leased(self, rec, conn, blocking, False)
                     return conn
 
                 wrappers.add(get_connection)
@@ -165,10 +181,13 @@ class RedisAdapter(Adapter):
         def make_aget(blocking: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             def make(original: Callable[..., Any]) -> Callable[..., Any]:
                 async def get_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
-                    waits(self)
+                    rec = known_pool(id(self))
+                    if rec is not None and rec.leased >= rec.wait_at:
+                        note_wait(rec)
                     conn = await original(self, *args, **kwargs)
-                    if outermost(self, "get_connection", get_connection):
-                        leased(self, conn, blocking, True)
+                    resolved = getattr(type(self), "get_connection", None)
+                    if resolved is get_connection or resolved not in wrappers:
+                        leased(self, rec, conn, blocking, True)
                     return conn
 
                 wrappers.add(get_connection)
@@ -181,7 +200,8 @@ class RedisAdapter(Adapter):
                 try:
                     return original(self, connection, *args, **kwargs)
                 finally:
-                    if outermost(self, "release", release):
+                    resolved = getattr(type(self), "release", None)
+                    if resolved is release or resolved not in wrappers:
                         returned(connection)
 
             wrappers.add(release)
@@ -192,7 +212,8 @@ class RedisAdapter(Adapter):
                 try:
                     return await original(self, connection, *args, **kwargs)
                 finally:
-                    if outermost(self, "release", release):
+                    resolved = getattr(type(self), "release", None)
+                    if resolved is release or resolved not in wrappers:
                         returned(connection)
 
             wrappers.add(release)
@@ -200,11 +221,17 @@ class RedisAdapter(Adapter):
 
         def make_del(original: Callable[..., Any]) -> Callable[..., Any]:
             def __del__(self: Any) -> None:
-                finalising.depth = getattr(finalising, "depth", 0) + 1
+                # Each thread touches only its own key: atomic dict operations, no lock.
+                me = get_ident()
+                finalising[me] = finalising.get(me, 0) + 1
                 try:
                     original(self)
                 finally:
-                    finalising.depth -= 1
+                    depth = finalising.get(me, 1) - 1
+                    if depth:
+                        finalising[me] = depth
+                    else:
+                        finalising.pop(me, None)
 
             return __del__
 

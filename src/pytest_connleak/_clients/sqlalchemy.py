@@ -1,18 +1,23 @@
 """SQLAlchemy 2.x, sync and asyncio: a lease is a pool checkout, a return its checkin.
 
-Leases and returns come from SQLAlchemy's public pool events, listened to on the
-``Pool`` class so that every pool class (``QueuePool``, ``AsyncAdaptedQueuePool``,
-``NullPool``, ``StaticPool``, ``SingletonThreadPool``...) and every pool already made
-is covered:
+Returns come from SQLAlchemy's public pool events, listened to on the ``Pool`` class so
+that every pool class (``QueuePool``, ``AsyncAdaptedQueuePool``, ``NullPool``,
+``StaticPool``, ``SingletonThreadPool``...) and every pool already made is covered:
 
-- ``checkout`` fires once per checkout (not for a nested re-checkout of the same
-  connection), with the ``_ConnectionFairy`` the caller holds;
 - ``checkin`` fires when the connection is back in the pool: from ``close()``, and also
   from the finaliser SQLAlchemy puts on a fairy nobody closed ("non-checked-in
   connection"). That second path is a leak the pool papered over: the lease is kept
   open for its owner's verdict, and the report says the garbage collector returned it;
 - ``detach`` fires for ``connection.detach()`` (on purpose: not a leak), and for the
   asyncio dialects' garbage-collection path, which detaches instead of checking in.
+
+Checkouts come from a wrapper of the public ``Pool.connect()`` (and of the one pool
+class that defines its own, ``SingletonThreadPool``), not from the ``checkout`` event,
+for speed: a ``checkout`` listener costs SQLAlchemy its fast path (a pool with one runs
+its reconnect-on-checkout loop on every checkout) plus the event's dispatch, about as
+much as the whole lease it records (benchmarks/RESULTS-db.md). The wrapper counts
+exactly what the event would: a fairy's first checkout (``_counter == 1``), not a
+nested re-checkout of the same connection.
 
 Pool events carry no URL, so ``Engine.__init__`` is wrapped only to learn which engine
 (and so which URL) a pool belongs to. Finalisers run inside any allocation, maybe while
@@ -28,7 +33,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from pytest_connleak._core.adapters import Adapter, Incompatible, Patcher
+from pytest_connleak._core.adapters import Adapter, Incompatible, Patcher, expect_signature
 from pytest_connleak._core.ledger import Lease, Ledger, PoolRecord
 
 __all__ = ["GC_RETURNED", "SqlalchemyAdapter", "url_origin"]
@@ -99,8 +104,14 @@ class SqlalchemyAdapter(Adapter):
         from sqlalchemy.pool import Pool
         from sqlalchemy.pool.base import _ConnectionFairy
 
-        if "_pool" not in getattr(_ConnectionFairy, "__slots__", ()):
-            raise Incompatible("sqlalchemy.pool.base._ConnectionFairy has no _pool")
+        slots = getattr(_ConnectionFairy, "__slots__", ())
+        for slot in ("_pool", "_counter", "_connection_record", "dbapi_connection"):
+            if slot not in slots:
+                raise Incompatible(f"sqlalchemy.pool.base._ConnectionFairy has no {slot}")
+        # Pool.connect() and every pool class that defines its own (SingletonThreadPool).
+        connect_owners = [Pool, *_subclasses_defining(Pool, "connect")]
+        for owner in connect_owners:
+            expect_signature(owner, "connect", ("self",))
         if "url" not in getattr(Engine, "__annotations__", {}):
             raise Incompatible("sqlalchemy.engine.Engine has no url")
         try:
@@ -169,28 +180,37 @@ class SqlalchemyAdapter(Adapter):
                 # The lease builds its site lazily from the walk it made; this one is better.
                 lease._site = ledger.capture_site(frame)
 
-        def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        # The request path, shaped like the HTTP lease's: one dict lookup by id(pool) and
+        # the ledger's own lease/return; the pool's record (origin, capacity) is made once.
+        known_pool = ledger._pools.get  # the ledger never rebinds _pools
+        lease_of, give_back = ledger.lease, ledger.release_lease
+
+        def first_sight(pool: Any, dbapi_connection: Any) -> PoolRecord:
+            rec = ledger.pool_record(
+                pool,
+                "sqlalchemy",
+                lambda: origin_of(pool, dbapi_connection),
+                lambda: _capacity(pool),
+            )
+            if pool._dialect.is_async:
+                async_pools.add(rec)
+            return rec
+
+        def checked_out(pool: Any, fairy: Any) -> None:
             try:
                 if collected or deferred:
                     settle()
-                pool = proxy._pool
-                rec = ledger.known_record(pool)
+                rec = known_pool(id(pool))
                 if rec is None:
-                    rec = ledger.pool_record(
-                        pool,
-                        "sqlalchemy",
-                        lambda: origin_of(pool, dbapi_connection),
-                        lambda: _capacity(pool),
-                    )
-                    if pool._dialect.is_async:
-                        async_pools.add(rec)
-                if rec.capacity is not None and rec.leased >= rec.capacity:
+                    rec = first_sight(pool, fairy.dbapi_connection)
+                if rec.leased >= rec.wait_at:  # a bounded pool was full: this one waited
                     ledger.note_wait(rec)
-                lease = ledger.lease(rec, None)
-                lease.hold(proxy)
-                if pool._dialect.is_async:  # cheaper than the WeakSet on every checkout
+                # The fairy is what the caller holds: the lease refers to it weakly, so
+                # that a fairy the garbage collector took shows as the lease's holder gone.
+                lease = lease_of(rec, fairy)
+                if pool._dialect.is_async:
                     site_in_greenlet(lease)
-                key = id(record)
+                key = id(fairy._connection_record)
                 held = open_by_record.setdefault(key, lease)
                 if held is not lease:  # a shared record (see above)
                     if isinstance(held, list):
@@ -200,11 +220,21 @@ class SqlalchemyAdapter(Adapter):
             except Exception as exc:  # never break a checkout; reported at the end
                 ledger.internal_error("sqlalchemy", "recording a checkout", exc)
 
-        def returned(record: Any) -> None:
-            held = open_by_record.pop(id(record), None)
-            if held is None:
-                return
-            leases = held if isinstance(held, list) else (held,)
+        def make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
+            def connect(self: Any) -> Any:
+                fairy = original(self)
+                try:
+                    # The checkout event's own test: the fairy's first checkout, not a
+                    # nested re-checkout of the same connection (SingletonThreadPool).
+                    if fairy._counter == 1:
+                        checked_out(self, fairy)
+                except Exception as exc:  # a subclass's connect() returned something else
+                    ledger.internal_error("sqlalchemy", "recording a checkout", exc)
+                return fairy
+
+            return connect
+
+        def returned_shared(leases: list[Lease]) -> None:
             # A holder already collected means this is SQLAlchemy's finaliser, maybe inside
             # one of our locked sections: take no lock, mark and settle at the next event.
             in_finaliser = any(lease.holder_collected for lease in leases)
@@ -215,13 +245,27 @@ class SqlalchemyAdapter(Adapter):
                 elif in_finaliser:
                     deferred.append(lease)
                 else:
-                    ledger.release_lease(lease)
+                    give_back(lease)
             if not in_finaliser and (collected or deferred):
                 settle()
 
         def on_checkin(dbapi_connection: Any, record: Any) -> None:
             try:
-                returned(record)
+                held = open_by_record.pop(id(record), None)
+                if held is None:
+                    return
+                if isinstance(held, list):
+                    returned_shared(held)
+                    return
+                ref = held._conn_ref
+                if ref is not None and ref() is None:
+                    # The fairy is gone: SQLAlchemy's finaliser (see returned_shared).
+                    held.state = GC_RETURNED
+                    collected.append(held)
+                    return
+                give_back(held)
+                if collected or deferred:
+                    settle()
             except Exception as exc:  # never break a checkin; reported at the end
                 ledger.internal_error("sqlalchemy", "recording a checkin", exc)
 
@@ -234,7 +278,7 @@ class SqlalchemyAdapter(Adapter):
 
             return __init__
 
-        listeners = (("checkout", on_checkout), ("checkin", on_checkin), ("detach", on_detach))
+        listeners = (("checkin", on_checkin), ("detach", on_detach))
         for name, fn in listeners:
             event.listen(Pool, name, fn)
 
@@ -245,3 +289,21 @@ class SqlalchemyAdapter(Adapter):
 
         patcher.on_restore(unlisten)
         patcher.wrap(Engine, "__init__", make_init)
+        for owner in connect_owners:
+            patcher.wrap(owner, "connect", make_connect)
+
+
+def _subclasses_defining(cls: type, name: str) -> list[type]:
+    """Every subclass of *cls*, however deep, whose own ``__dict__`` defines *name*."""
+    found: list[type] = []
+    todo: list[type] = list(cls.__subclasses__())
+    seen: set[type] = set()
+    while todo:
+        sub = todo.pop()
+        if sub in seen:
+            continue
+        seen.add(sub)
+        if name in sub.__dict__:
+            found.append(sub)
+        todo.extend(sub.__subclasses__())
+    return found
