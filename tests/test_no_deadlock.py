@@ -150,11 +150,19 @@ async def settle():
 
 
 def check_exact(nodeid):
-    open_leases = ledger.open_leases(nodeid)
-    assert len(open_leases) == len(parked), (len(open_leases), list(parked))
-    records = ledger.pools()
-    assert all(rec.leased == len(rec.leases) for rec in records)
-    assert sum(rec.leased for rec in records) == len(ledger.open_leases())
+    # No finalizer runs while the check reads the ledger: one that ran between two of its
+    # reads would make them disagree, and an httpx-async one only starts aclose() (the
+    # lease stays open until its task runs) while its response has already left `parked`.
+    # The reads before settle() in each round are where finalizers run inside our lock.
+    state["busy"] = True
+    try:
+        open_leases = ledger.open_leases(nodeid)
+        assert len(open_leases) == len(parked), (len(open_leases), list(parked))
+        records = ledger.pools()
+        assert all(rec.leased == len(rec.leases) for rec in records)
+        assert sum(rec.leased for rec in records) == len(ledger.open_leases())
+    finally:
+        state["busy"] = False
 
 
 CLIENTS = ("urllib3", "requests", "httpx", "httpx-async", "aiohttp")

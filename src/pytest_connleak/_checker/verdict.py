@@ -7,8 +7,6 @@ disagree. Nothing is patched until checking is enabled for at least one test
 
 from __future__ import annotations
 
-import gc
-import warnings
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
@@ -25,6 +23,7 @@ from pytest_connleak._core.report import ConnectionLeakError, format_leaks, leas
 from pytest_connleak._core.sdks import SDK_PACKAGES
 from pytest_connleak._core.warnings import IncompatibleClientWarning
 
+from . import settle
 from .health import USAGE_ATTR, warn_health
 from .policy import (
     POLICY_KEY,
@@ -108,15 +107,11 @@ def _settled(owner: str) -> list[Lease]:
     Only called when some are open, so a clean test never pays for a collection. A response
     caught in a reference cycle (an SDK's stream object and the generator reading it) is
     closed by its finalizer when the cycle is collected, which gives its connection back:
-    that is not a leak, and CPython would do it at its next collection anyway.
+    that is not a leak, and CPython would do it at its next collection anyway. What the
+    collection's other finalizers warn or raise is listed in the run's summary (see
+    ``settle``), never made a test's failure.
     """
-    # The collection also finalises the test's other garbage (an event loop's socket pair,
-    # say), whose ResourceWarnings would then be pinned on this test as unraisable
-    # exceptions, or on the next one: those are not ours to report, and CPython would have
-    # found them at some later collection anyway.
-    with warnings.catch_warnings(record=True):
-        warnings.simplefilter("always")  # recorded and dropped, never raised as errors
-        gc.collect()
+    settle.collect()
     return ledger.open_leases(owner)
 
 
@@ -167,6 +162,7 @@ class LeakChecker:
         ledger.remove_library(*own)
         release_instrumentation()
         ledger.owner = None
+        settle.take_kept()  # listed by this run's summary, or by none (an xdist worker)
         if self.config.pluginmanager.is_registered(self):
             self.config.pluginmanager.unregister(self)
 
@@ -335,6 +331,14 @@ class LeakChecker:
         from .summary import write_summary
 
         write_summary(terminalreporter)
+        if kept := settle.take_kept():
+            terminalreporter.write_sep("=", "connleak: garbage collected before a verdict")
+            terminalreporter.write_line(
+                "Finalizers run by the collection before a verdict reported these; without"
+                " the plugin they would have run at a later collection:"
+            )
+            for line in kept:
+                terminalreporter.write_line(f"  {line}")
         for problem in self.instrumentation.escalated:
             terminalreporter.write_line(f"ERROR: IncompatibleClientWarning: {problem}", red=True)
 
