@@ -761,23 +761,7 @@ class Ledger:
             try:
                 if self._deferred:
                     self._drain()
-                rec = lease.pool
-                leases = rec.leases
-                if leases and leases[-1] is lease:
-                    # _release_lease, inlined for the usual case: the pool's newest lease.
-                    if self._open.pop(id(lease), None) is not None:
-                        leases.pop()
-                        # As release() does: the next lease of the same connection (a
-                        # redis-py pool's) reuses this weak reference.
-                        rec.last_ref = lease._conn_ref
-                        rec.leased -= 1
-                        if lease._window == self._window:
-                            rec._own -= 1
-                        group = rec.group
-                        if group is not None:
-                            group[0] -= 1
-                else:
-                    self._release_lease(lease)
+                self._release_lease(lease)
                 if self._deferred:
                     self._drain()
             finally:
@@ -789,10 +773,17 @@ class Ledger:
         if self._open.pop(id(lease), None) is None:
             return
         rec = lease.pool
-        try:
-            rec.leases.remove(lease)
-        except ValueError:  # pragma: no cover - the two indexes never disagree
-            return
+        leases = rec.leases
+        if leases and leases[-1] is lease:  # the usual case: the pool's newest lease
+            leases.pop()
+            # As release() does: the next lease of the same connection (a redis-py
+            # pool's) reuses this weak reference.
+            rec.last_ref = lease._conn_ref
+        else:
+            try:
+                leases.remove(lease)
+            except ValueError:  # pragma: no cover - the two indexes never disagree
+                return
         rec.leased -= 1
         if lease._window == self._window:
             rec._own -= 1
