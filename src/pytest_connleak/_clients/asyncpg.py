@@ -13,8 +13,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from pytest_connleak._core.adapters import Adapter, Patcher, expect_signature
-from pytest_connleak._core.ledger import Lease, Ledger, PoolRecord
+from pytest_connleak._core.adapters import Adapter, Patcher, expect_signature, wait_counter
+from pytest_connleak._core.ledger import Lease, Ledger
 
 __all__ = ["AsyncpgAdapter", "proxy_origin"]
 
@@ -70,11 +70,7 @@ class AsyncpgAdapter(Adapter):
         open_leases: dict[int, Lease] = {}
         release_timeout = inspect.signature(cls.release).parameters["timeout"].default
 
-        def note_wait(rec: PoolRecord) -> None:
-            try:
-                ledger.note_wait(rec)
-            except Exception as exc:
-                failed(name, "counting a wait for a connection", exc)
+        note_wait = wait_counter(ledger, name)
 
         def make_acquire(original: Callable[..., Any]) -> Callable[..., Any]:
             async def _acquire(self: Any, timeout: Any) -> Any:

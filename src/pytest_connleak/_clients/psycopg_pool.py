@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from pytest_connleak._core.adapters import Adapter, Patcher, expect_signature
+from pytest_connleak._core.adapters import Adapter, Patcher, expect_signature, wait_counter
 from pytest_connleak._core.ledger import Lease, Ledger, PoolRecord
 
 __all__ = ["PsycopgPoolAdapter", "conn_origin"]
@@ -83,11 +83,7 @@ class PsycopgPoolAdapter(Adapter):
                 async_pools.add(rec)
             return rec
 
-        def note_wait(rec: PoolRecord) -> None:
-            try:
-                ledger.note_wait(rec)
-            except Exception as exc:
-                failed(name, "counting a wait for a connection", exc)
+        note_wait = wait_counter(ledger, name)
 
         def make_get(original: Callable[..., Any]) -> Callable[..., Any]:
             # The exact signature, not *args/**kwargs: this runs on every checkout.

@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from pytest_connleak._core.adapters import Adapter, Incompatible, Patcher
+from pytest_connleak._core.adapters import Adapter, Incompatible, Patcher, wait_counter
 from pytest_connleak._core.ledger import Lease, Ledger, PoolRecord
 
 __all__ = ["GC_RETURNED", "RedisAdapter", "pool_origin"]
@@ -122,13 +122,9 @@ class RedisAdapter(Adapter):
                 async_pools.add(rec)
             return rec
 
-        def note_wait(rec: PoolRecord) -> None:
-            # Only a blocking pool makes a caller wait (wait_at is unreachable for the
-            # other, which raises at its limit).
-            try:
-                ledger.note_wait(rec)
-            except Exception as exc:
-                failed(name, "counting a wait for a connection", exc)
+        # Only a blocking pool makes a caller wait (wait_at is unreachable for the other,
+        # which raises at its limit).
+        note_wait = wait_counter(ledger, name)
 
         def leased(
             pool: Any, rec: PoolRecord | None, conn: Any, blocking: bool, is_async: bool

@@ -19,7 +19,7 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
 
-from .ledger import Lease, Ledger, ledger
+from .ledger import Lease, Ledger, PoolRecord, ledger
 from .sdks import SDK_PACKAGES, sdk_hint
 from .warnings import IncompatibleClientWarning
 
@@ -111,6 +111,21 @@ def expect_signature(owner: Any, name: str, params: Sequence[str]) -> None:
             f"{owner.__module__}.{owner.__qualname__}.{name}{tuple(got)} "
             f"does not take {tuple(params)}"
         )
+
+
+def wait_counter(ledger: Ledger, client: str) -> Callable[[PoolRecord], None]:
+    """``ledger.note_wait`` for *client*'s wrappers: it never raises into the pool's caller.
+
+    A failure is recorded as an internal error of *client*, reported once at the end.
+    """
+
+    def note_wait(rec: PoolRecord) -> None:
+        try:
+            ledger.note_wait(rec)
+        except Exception as exc:
+            ledger.internal_error(client, "counting a wait for a connection", exc)
+
+    return note_wait
 
 
 class Adapter:
