@@ -85,6 +85,13 @@ def leak_lines(test: str, origin: str, where: str, hint: str) -> list[str]:
     ]
 
 
+def no_teardown_error(result: pytest.RunResult, *tests: str) -> None:
+    """The clean twins *tests* were not failed at teardown: nothing of theirs was a leak."""
+    text = result.stdout.str()
+    for name in tests:
+        assert f"ERROR at teardown of {name}" not in text
+
+
 def no_secret(result: pytest.RunResult, *files: str) -> None:
     text = result.stdout.str() + result.stderr.str()
     for path in files:
@@ -248,7 +255,8 @@ def test_sqlalchemy_sync(
             f"E     {PG} — leased at test_sa.py:* in module_conn",
         ]
     )
-    for clean in (
+    no_teardown_error(
+        result,
         "test_never_closed_clean",
         "test_session_clean",
         "test_collected_clean",
@@ -256,8 +264,7 @@ def test_sqlalchemy_sync(
         "test_detach_is_not_a_leak",
         "test_sqlite_clean",
         "test_module_fixture_clean",
-    ):
-        assert f"ERROR at teardown of {clean}" not in result.stdout.str()
+    )
     result.stdout.fnmatch_lines(["*connection pools*", f"{PG}*sqlalchemy*"])
     assert "postgresql://postgres@127.0.0.1:" in junit.read_text(encoding="utf-8")
     no_secret(result, str(junit))
@@ -345,8 +352,9 @@ def test_sqlalchemy_asyncio(db_project: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         leak_lines("test_from_task", PG, "test_sa_async.py:* in work", SA_ASYNC_HINT)
     )
-    for clean in ("test_never_closed_clean", "test_session_clean", "test_from_task_clean"):
-        assert f"ERROR at teardown of {clean}" not in result.stdout.str()
+    no_teardown_error(
+        result, "test_never_closed_clean", "test_session_clean", "test_from_task_clean"
+    )
     no_secret(result)
 
 
@@ -481,13 +489,13 @@ def test_psycopg_pool_sync(db_project: pytest.Pytester) -> None:
             f"E     {PG} — leased at test_pp.py:* in module_conn",
         ]
     )
-    for clean in (
+    no_teardown_error(
+        result,
         "test_never_returned_clean",
         "test_dropped_clean",
         "test_from_thread_clean",
         "test_module_fixture_clean",
-    ):
-        assert f"ERROR at teardown of {clean}" not in result.stdout.str()
+    )
     no_secret(result)
 
 
@@ -548,8 +556,7 @@ def test_psycopg_pool_async(db_project: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         leak_lines("test_from_task", PG, "test_pp_async.py:* in work", PP_ASYNC_HINT)
     )
-    for clean in ("test_never_returned_clean", "test_from_task_clean"):
-        assert f"ERROR at teardown of {clean}" not in result.stdout.str()
+    no_teardown_error(result, "test_never_returned_clean", "test_from_task_clean")
     no_secret(result)
 
 
@@ -699,14 +706,14 @@ def test_redis_sync(db_project: pytest.Pytester) -> None:
             f"E     {REDIS_ORIGIN} — leased at test_redis.py:* in module_pubsub",
         ]
     )
-    for clean in (
+    no_teardown_error(
+        result,
         "test_pubsub_clean",
         "test_monitor_clean",
         "test_collected_clean",
         "test_from_thread_clean",
         "test_module_fixture_clean",
-    ):
-        assert f"ERROR at teardown of {clean}" not in result.stdout.str()
+    )
     no_secret(result)
 
 
@@ -776,8 +783,7 @@ def test_redis_asyncio(db_project: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         leak_lines("test_from_task", REDIS_ORIGIN, "test_aredis.py:* in work", REDIS_ASYNC_HINT)
     )
-    for clean in ("test_pubsub_clean", "test_from_task_clean"):
-        assert f"ERROR at teardown of {clean}" not in result.stdout.str()
+    no_teardown_error(result, "test_pubsub_clean", "test_from_task_clean")
     no_secret(result)
 
 
@@ -862,8 +868,9 @@ def test_asyncpg(db_project: pytest.Pytester) -> None:
             f"E     {PG} — leased at test_apg.py:* in module_conn",
         ]
     )
-    for clean in ("test_never_released_clean", "test_from_task_clean", "test_module_fixture_clean"):
-        assert f"ERROR at teardown of {clean}" not in result.stdout.str()
+    no_teardown_error(
+        result, "test_never_released_clean", "test_from_task_clean", "test_module_fixture_clean"
+    )
     no_secret(result)
 
 
@@ -917,8 +924,9 @@ def test_socket_check_tells_pooled_from_leaked(db_project: pytest.Pytester) -> N
     result = db_project.runpytest("--leak-check", "--leak-check-sockets")
     result.assert_outcomes(passed=5, errors=1)
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_raw_psycopg_connect*"])
-    for clean in ("sqlalchemy", "psycopg_pool", "redis"):
-        assert f"ERROR at teardown of test_idle_pooled_{clean}" not in result.stdout.str()
+    no_teardown_error(
+        result, *(f"test_idle_pooled_{pool}" for pool in ("sqlalchemy", "psycopg_pool", "redis"))
+    )
     no_secret(result)
 
 
