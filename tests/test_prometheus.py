@@ -189,6 +189,12 @@ def test_the_documented_alert_rules_use_exposed_metrics() -> None:
     assert used <= {name for name, _, _ in METRICS}
 
 
+def test_the_reference_lists_every_metric_with_its_type() -> None:
+    page = (ROOT / "docs" / "reference" / "api.md").read_text()
+    rows = re.findall(r"^\| `(connleak_\w+)` \| (\w+) \|", page, re.M)
+    assert rows == [(name, kind) for name, kind, _ in METRICS]
+
+
 def test_the_how_to_shows_the_line_the_example_leases_at() -> None:
     page = (ROOT / "docs" / "how-to" / "production.md").read_text()
     service = (ROOT / "examples" / "production_service" / "service.py").read_text()
