@@ -9,6 +9,8 @@ from __future__ import annotations
 import gc
 import logging
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -260,3 +262,18 @@ def test_registering_twice_is_refused_by_prometheus_client() -> None:
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         registry.register(PoolCollector())
     assert PoolCollector.__module__ == "pytest_connleak.prometheus"
+
+
+def test_without_prometheus_client_the_import_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None\n"
+        "try:\n    import pytest_connleak.prometheus\n"
+        "except ImportError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.splitlines() == [
+        "pytest_connleak.prometheus needs prometheus_client: pip install prometheus_client "
+        "(the 'prometheus' extra of pytest-connleak)"
+    ]
