@@ -14,6 +14,10 @@ parser below and must be one of:
 - **output**: a block after ``<!-- docs: output DIR ARGS -->`` must appear in the output
   of ``pytest ARGS`` run in a copy of DIR (``<!-- docs: junit DIR ARGS -->``: in the JUnit
   XML of that run; ``<!-- docs: command DIR CMD -->``: in the output of CMD);
+- **watch**: a block after ``<!-- docs: watch -->`` is a ``connleak watch`` session run
+  against a live service holding three connections in CLOSE_WAIT
+  (docs/samples/close-wait-service/service.py); the sample's ``--pid`` stands for that
+  service's pid, and ``$ echo $?`` must print the last command's exit status;
 - **checked by kind**: ``python`` blocks are executed; ``ini``/``toml`` blocks may only
   set ini values pytest knows; ``console`` blocks with commands only, no output, may only
   use options and extras that exist;
@@ -26,16 +30,19 @@ path; a line ``...`` in a sample skips lines, ``...`` inside a line matches anyt
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from configparser import ConfigParser
 from dataclasses import dataclass
@@ -237,6 +244,8 @@ def _evaluate(block: Block) -> None:
         return check_session(block)
     if kind in ("output", "junit", "command"):
         return check_output(block)
+    if kind == "watch":
+        return check_watch(block)
     if kind == "excerpt":
         return check_excerpt(block)
     assert kind is None, f"unknown directive docs: {kind}; use run, output, junit, command"
@@ -411,6 +420,88 @@ def check_output(block: Block) -> None:
     assert_shown(sample, actual, f"the output of {' '.join(argv[1:])} in {directory}")
 
 
+SERVICE = ROOT / "docs" / "samples" / "close-wait-service" / "service.py"
+LEAKED = 3  # the connections service.py leaks
+
+
+@contextlib.contextmanager
+def leaky_service() -> Iterator[int]:
+    """service.py running, its three leaked sockets in CLOSE_WAIT: its pid."""
+    import psutil
+
+    with socket.create_server(("127.0.0.1", 0)) as upstream:
+        upstream.settimeout(30)
+        argv = [sys.executable, str(SERVICE), str(upstream.getsockname()[1])]
+        with subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_environment()
+        ) as proc:
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                for _ in range(LEAKED):
+                    conn, _ = upstream.accept()
+                    with conn:
+                        request = b""
+                        while not request.endswith(b"\r\n\r\n"):
+                            request += conn.recv(4096)
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+                    # Our side closed: the service's never will, so its socket stays in
+                    # CLOSE_WAIT once our FIN has arrived.
+                assert proc.stdout.readline() == "ready\n"
+                service = psutil.Process(proc.pid)
+                deadline = time.monotonic() + 30
+                while sum(c.status == "CLOSE_WAIT" for c in service.net_connections()) < LEAKED:
+                    assert time.monotonic() < deadline, "the service's sockets never closed"
+                    time.sleep(0.01)
+                yield proc.pid
+            finally:
+                proc.stdin.close()
+                proc.wait(timeout=30)
+
+
+def _watch_normalise(text: str, pid: int, shown_pid: str) -> str:
+    text = re.sub(r"^\d\d:\d\d:\d\d ", "HH:MM:SS ", normalise(text), flags=re.M)
+    return re.sub(rf"\b{pid}\b", shown_pid, text)
+
+
+def check_watch(block: Block) -> None:
+    lines = _joined(block.source)
+    pid_match = re.search(r"--pid (\d+)", block.source)
+    assert pid_match, "watch: the first command needs --pid N"
+    shown_pid = pid_match.group(1)
+    with leaky_service() as pid:
+        status: int | None = None
+        commands: list[tuple[str, list[str]]] = []
+        for line in lines:
+            if line.startswith("$ "):
+                commands.append((line[2:], []))
+            else:
+                assert commands, f"watch: output before any command: {line!r}"
+                commands[-1][1].append(line)
+        for command, expected in commands:
+            words = shlex.split(command)
+            if words == ["echo", "$?"]:
+                assert expected == [str(status)], f"the exit status was {status}, not {expected}"
+                continue
+            assert words[:2] == ["connleak", "watch"], f"watch: cannot run {command!r}"
+            argv = command_argv([str(pid) if w == shown_pid else w for w in words])
+            assert argv is not None
+            done = subprocess.run(
+                argv,
+                env=_environment(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,  # as a terminal shows them: interleaved
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            status = done.returncode
+            assert_shown(
+                _watch_normalise("\n".join(expected), pid, shown_pid),
+                _watch_normalise(done.stdout, pid, shown_pid),
+                f"the output of {command}",
+            )
+
+
 # -- the tests --------------------------------------------------------------------------
 
 SYBIL = Sybil(parsers=[blocks_parser], path=str(ROOT))
@@ -443,6 +534,17 @@ def test_a_drifted_sample_fails(tmp_path: Path) -> None:
     )
     (example,) = SYBIL.parse(page)
     with pytest.raises(AssertionError, match="connection lost by"):
+        example.evaluate()
+
+
+def test_a_drifted_watch_sample_fails(tmp_path: Path) -> None:
+    page = tmp_path / "new.md"
+    page.write_text(
+        "<!-- docs: watch -->\n```console\n$ connleak watch --pid 7 --once\n"
+        "12:00:00 pid 7: CLOSE_WAIT 2  (3 TCP: CLOSE_WAIT 2, LISTEN 1)\n```\n"
+    )
+    (example,) = SYBIL.parse(page)
+    with pytest.raises(AssertionError, match="CLOSE_WAIT 2"):
         example.evaluate()
 
 
