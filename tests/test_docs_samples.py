@@ -20,7 +20,8 @@ parser below and must be one of:
   service's pid, and ``$ echo $?`` must print the last command's exit status;
 - **checked by kind**: ``python`` blocks are executed; ``ini``/``toml`` blocks may only
   set ini values pytest knows; ``console`` blocks with commands only, no output, may only
-  use options and extras that exist;
+  use options and extras that exist, and ``pip install`` this package from a checkout or
+  a wheel, never by name (it is not published);
 - **illustrative**, said so: ``<!-- docs: illustrative: why it cannot run -->``.
 
 Anything else fails with the page and line, and says how to fix it. Comparing, both
@@ -347,16 +348,35 @@ def check_commands(block: Block) -> None:
             words = shlex.split(command)
             if not words or words[0] == "cd" or words[1:3] == ["-m", "venv"]:
                 continue
-            if "pip" in words[0] and "install" in words:
-                for extra in re.findall(r"\[([\w,-]+)\]", command):
-                    missing = set(extra.split(",")) - extras
-                    assert not missing, f"extras that do not exist: {sorted(missing)}"
+            if ("pip" in words[0] or words[1:3] == ["-m", "pip"]) and "install" in words:
+                check_pip_install(words[words.index("install") + 1 :], extras)
                 continue
             argv = command_argv(words)
             assert argv is not None, f"a command the docs test cannot check: {command!r}"
             if "pytest" in argv[1:3]:
                 flags = {w.split("=")[0] for w in argv[3:] if w.startswith("--")}
                 assert flags <= options, f"unknown pytest options: {sorted(flags - options)}"
+
+
+# A requirement naming the package: it is not on PyPI yet, so it cannot be installed by name.
+BY_NAME = re.compile(r"pytest[-_]connleak(\[[\w,-]*\])?([<>=!~;@ ].*)?$", re.I)
+
+
+def check_pip_install(args: list[str], extras: frozenset[str]) -> None:
+    """This package is installed from a checkout or a wheel, with extras that exist."""
+    for arg in args:
+        assert not BY_NAME.match(arg), (
+            f"pip install {arg!r}: pytest-connleak is not published; install it from a "
+            'checkout ("/path/to/pytest-connleak[extra]", -e ".[extra]") or a built wheel'
+        )
+        target, _, extra = arg.partition("[")
+        if not extra or arg.startswith("-"):
+            continue
+        # "/path/to/pytest-connleak[x]", ".[x]", "$(ls .../dist/pytest_connleak-*.whl)[x]"
+        ours = target in (".", "") or re.search(r"pytest[-_]connleak([-/*.]|$)", target)
+        assert ours, f"pip install {arg!r}: extras of a package the docs test does not know"
+        missing = set(extra.rstrip("]").split(",")) - extras
+        assert not missing, f"extras that do not exist: {sorted(missing)}"
 
 
 def _joined(source: str) -> list[str]:
@@ -546,6 +566,28 @@ def test_a_drifted_watch_sample_fails(tmp_path: Path) -> None:
     (example,) = SYBIL.parse(page)
     with pytest.raises(AssertionError, match="CLOSE_WAIT 2"):
         example.evaluate()
+
+
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [
+        ('pip install "/path/to/pytest-connleak[aiohttp,sockets]"', None),
+        ('pip install -e ".[dev,bench]"', None),
+        ('pip install "$(ls /p/pytest-connleak/dist/pytest_connleak-*.whl)[sockets]"', None),
+        ("pip install psutil", None),
+        ('pip install "pytest-connleak[aiohttp]"', "is not published"),
+        ("pip install pytest_connleak==0.1", "is not published"),
+        ('pip install "/path/to/pytest-connleak[nope]"', "extras that do not exist"),
+    ],
+)
+def test_pip_install_lines(command: str, error: str | None) -> None:
+    _, _, extras = known_names()
+    args = shlex.split(command)[2:]
+    if error is None:
+        check_pip_install(args, extras)
+    else:
+        with pytest.raises(AssertionError, match=error):
+            check_pip_install(args, extras)
 
 
 def test_normalising() -> None:
