@@ -17,7 +17,8 @@ parser below and must be one of:
 - **watch**: a block after ``<!-- docs: watch -->`` is a ``connleak watch`` session run
   against a live service holding three connections in CLOSE_WAIT
   (docs/samples/close-wait-service/service.py); the sample's ``--pid`` stands for that
-  service's pid, and ``$ echo $?`` must print the last command's exit status;
+  service's pid, ``$ echo $?`` must print the last command's exit status, and ``$ curl``
+  asks the service's health endpoint;
 - **checked by kind**: ``python`` blocks are executed; ``ini``/``toml`` blocks may only
   set ini values pytest knows; ``console`` blocks with commands only, no output, may only
   use options and extras that exist, and ``pip install`` this package from a checkout or
@@ -44,6 +45,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.request
 from collections.abc import Iterator
 from configparser import ConfigParser
 from dataclasses import dataclass
@@ -444,18 +446,27 @@ SERVICE = ROOT / "docs" / "samples" / "close-wait-service" / "service.py"
 LEAKED = 3  # the connections service.py leaks
 
 
+@dataclass(frozen=True)
+class Service:
+    pid: int
+    port: int  # its health endpoint's
+
+
 @contextlib.contextmanager
-def leaky_service() -> Iterator[int]:
-    """service.py running, its three leaked sockets in CLOSE_WAIT: its pid."""
+def leaky_service() -> Iterator[Service]:
+    """service.py running, its three leaked sockets in CLOSE_WAIT."""
     import psutil
 
     with socket.create_server(("127.0.0.1", 0)) as upstream:
         upstream.settimeout(30)
-        argv = [sys.executable, str(SERVICE), str(upstream.getsockname()[1])]
+        url = f"http://127.0.0.1:{upstream.getsockname()[1]}/auth"
         with subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_environment()
+            [sys.executable, str(SERVICE), url],
+            env={**_environment(), "PORT": "0"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         ) as proc:
-            assert proc.stdin is not None and proc.stdout is not None
             try:
                 for _ in range(LEAKED):
                     conn, _ = upstream.accept()
@@ -466,16 +477,21 @@ def leaky_service() -> Iterator[int]:
                         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
                     # Our side closed: the service's never will, so its socket stays in
                     # CLOSE_WAIT once our FIN has arrived.
-                assert proc.stdout.readline() == "ready\n"
                 service = psutil.Process(proc.pid)
                 deadline = time.monotonic() + 30
-                while sum(c.status == "CLOSE_WAIT" for c in service.net_connections()) < LEAKED:
-                    assert time.monotonic() < deadline, "the service's sockets never closed"
+                while True:
+                    assert proc.poll() is None, f"service.py exited: {proc.communicate()[1]}"
+                    sockets = service.net_connections("tcp")
+                    states = [c.status for c in sockets]
+                    if states.count("CLOSE_WAIT") == LEAKED and "LISTEN" in states:
+                        break
+                    assert time.monotonic() < deadline, f"service.py never got ready: {states}"
                     time.sleep(0.01)
-                yield proc.pid
+                (port,) = [c.laddr.port for c in sockets if c.status == "LISTEN"]
+                yield Service(proc.pid, port)
             finally:
-                proc.stdin.close()
-                proc.wait(timeout=30)
+                proc.terminate()
+                proc.communicate(timeout=30)
 
 
 def _watch_normalise(text: str, pid: int, shown_pid: str) -> str:
@@ -486,9 +502,9 @@ def _watch_normalise(text: str, pid: int, shown_pid: str) -> str:
 def check_watch(block: Block) -> None:
     lines = _joined(block.source)
     pid_match = re.search(r"--pid (\d+)", block.source)
-    assert pid_match, "watch: the first command needs --pid N"
-    shown_pid = pid_match.group(1)
-    with leaky_service() as pid:
+    shown_pid = pid_match.group(1) if pid_match else "PID"
+    with leaky_service() as service:
+        pid = service.pid
         status: int | None = None
         commands: list[tuple[str, list[str]]] = []
         for line in lines:
@@ -502,22 +518,28 @@ def check_watch(block: Block) -> None:
             if words == ["echo", "$?"]:
                 assert expected == [str(status)], f"the exit status was {status}, not {expected}"
                 continue
-            assert words[:2] == ["connleak", "watch"], f"watch: cannot run {command!r}"
-            argv = command_argv([str(pid) if w == shown_pid else w for w in words])
-            assert argv is not None
-            done = subprocess.run(
-                argv,
-                env=_environment(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,  # as a terminal shows them: interleaved
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            status = done.returncode
+            if words[0] == "curl":
+                # The health endpoint, wherever the sample says it listens.
+                path = words[-1].partition("/")[2]
+                with urllib.request.urlopen(f"http://127.0.0.1:{service.port}/{path}") as r:
+                    output = r.read().decode()
+            else:
+                assert words[:2] == ["connleak", "watch"], f"watch: cannot run {command!r}"
+                argv = command_argv([str(pid) if w == shown_pid else w for w in words])
+                assert argv is not None
+                done = subprocess.run(
+                    argv,
+                    env=_environment(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,  # as a terminal shows them: interleaved
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
+                status, output = done.returncode, done.stdout
             assert_shown(
                 _watch_normalise("\n".join(expected), pid, shown_pid),
-                _watch_normalise(done.stdout, pid, shown_pid),
+                _watch_normalise(output, pid, shown_pid),
                 f"the output of {command}",
             )
 

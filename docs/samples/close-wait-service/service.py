@@ -1,19 +1,29 @@
-"""A service that leaked three connections to its upstream (the docs' `connleak watch` samples).
-
-Usage: ``python service.py UPSTREAM_PORT``. It listens on a port of its own, as a service
-does, takes three ``stream=True`` responses from the upstream and never reads or closes
-them, says ``ready``, and runs until its standard input ends. Once the
-upstream closes its side, the three sockets sit in CLOSE_WAIT.
-"""
-
-import socket
+"""A service that leaks: three auth checks keep their streamed responses."""
+import json
+import os
 import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-upstream = int(sys.argv[1])
-api = socket.create_server(("127.0.0.1", 0))
+import pytest_connleak
+
+tracking = pytest_connleak.track()  # at start-up, before the first request
+
 session = requests.Session()
-leaked = [session.get(f"http://127.0.0.1:{upstream}/report", stream=True) for _ in range(3)]
-print("ready", flush=True)
-sys.stdin.read()
+session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=10))
+kept = [session.get(sys.argv[1], stream=True) for _ in range(3)]  # the leak
+
+
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps({"pools": pytest_connleak.pool_stats()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+port = int(os.environ.get("PORT", "8081"))
+ThreadingHTTPServer(("127.0.0.1", port), Health).serve_forever()
