@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._core.ledger import Lease, Site
-from ._core.report import ConnectionLeakError
 from ._core.warnings import (
     ConnleakWarning,
     IncompatibleClientWarning,
@@ -21,6 +19,8 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._checker.verdict import LeakCheck
+    from ._core.ledger import Lease, Site
+    from ._core.report import ConnectionLeakError
     from ._runtime.alarm import LeakAlarm
     from ._runtime.api import LeakCheckMixin, no_leaks, pool_stats, track
     from ._upstreams.error_pages import error_page
@@ -28,8 +28,11 @@ if TYPE_CHECKING:
 
 # Imported on first use: pytest imports this package in every run, and most runs need
 # neither the plain-Python API nor the mock upstreams (werkzeug pages and shapes), and a
-# run that checks nothing needs no checker.
+# run that checks nothing needs no checker and no ledger.
 _LAZY = {
+    "ConnectionLeakError": "._core.report",
+    "Lease": "._core.ledger",
+    "Site": "._core.ledger",
     "LeakCheck": "._checker.verdict",
     "LeakAlarm": "._runtime.alarm",
     "LeakCheckMixin": "._runtime.api",

@@ -8,7 +8,6 @@ disagree. Nothing is patched until checking is enabled for at least one test
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field
 
 import pytest
 
@@ -24,7 +23,6 @@ from pytest_connleak._core.sdks import SDK_PACKAGES
 from pytest_connleak._core.warnings import IncompatibleClientWarning
 
 from . import settle
-from .health import USAGE_ATTR, warn_health
 from .policy import (
     POLICY_KEY,
     allows_every_leak,
@@ -52,7 +50,7 @@ __all__ = [
     "should_check",
 ]
 
-_USAGE_KEY = pytest.StashKey[list[PoolUsage]]()
+_USAGE_KEY: pytest.StashKey[list[PoolUsage]] = pytest.StashKey()
 
 
 def activate(config: pytest.Config) -> LeakChecker:
@@ -115,18 +113,57 @@ def _settled(owner: str) -> list[Lease]:
     return ledger.open_leases(owner)
 
 
-@dataclass(frozen=True)
 class FixtureOwner:
-    """Owner of the leases made while a fixture wider than a function was set up."""
+    """Owner of the leases made while a fixture wider than a function was set up.
+
+    Equal (and hashed) by ``argname``, ``scope`` and ``ident``, like a frozen dataclass
+    whose other fields do not compare; written out because generating a dataclass's
+    methods costs about 0.5 ms of every checked run's start-up.
+    """
+
+    __slots__ = ("argname", "ident", "item", "scope", "watched")
 
     argname: str
     scope: str
-    ident: int = field(compare=True)
+    ident: int
     #: The test during whose setup the fixture was created.
-    item: pytest.Item | None = field(default=None, compare=False)
+    item: pytest.Item | None
     #: Whether that test was checked: its leaks are judged when the scope ends, whatever
     #: test happens to be running then.
-    watched: bool = field(default=True, compare=False)
+    watched: bool
+
+    def __init__(
+        self,
+        argname: str,
+        scope: str,
+        ident: int,
+        item: pytest.Item | None = None,
+        watched: bool = True,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "argname", argname)
+        _set(self, "scope", scope)
+        _set(self, "ident", ident)
+        _set(self, "item", item)
+        _set(self, "watched", watched)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, FixtureOwner)
+        return (self.argname, self.scope, self.ident) == (other.argname, other.scope, other.ident)
+
+    def __hash__(self) -> int:
+        return hash((self.argname, self.scope, self.ident))
+
+    def __repr__(self) -> str:
+        return (
+            f"FixtureOwner(argname={self.argname!r}, scope={self.scope!r}, "
+            f"ident={self.ident!r}, item={self.item!r}, watched={self.watched!r})"
+        )
 
     def describe(self) -> str:
         return f"fixture '{self.argname}' ({self.scope} scope)"
@@ -267,6 +304,8 @@ class LeakChecker:
             return
         item.stash[_USAGE_KEY] = usage
         if self.settings.pool_warnings:
+            from .health import warn_health
+
             warn_health(item, usage, self.settings.pool_threshold, failed)
 
     def _judge(
@@ -315,6 +354,8 @@ class LeakChecker:
         if call.when == "teardown":
             usage = item.stash.get(_USAGE_KEY, None)
             if usage:
+                from .health import USAGE_ATTR  # only for a test that made requests
+
                 setattr(report, USAGE_ATTR, [u.to_dict() for u in usage])
         # Teardown's verdict, or assert_no_leaks() in the test itself.
         if excinfo is not None and isinstance(excinfo.value, ConnectionLeakError):
