@@ -23,6 +23,7 @@ from ._checker.settings import (
     SETTINGS_KEY,
     add_options,
     add_socket_options,
+    has_results,
     is_xdist_controller,
     parse_allow_leaks,
     resolve_settings,
@@ -102,7 +103,9 @@ def pytest_collection_modifyitems(
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     # On an xdist controller no checker is registered; the reports still carry the leaks.
-    if terminalreporter.config.stash.get(CHECKER_KEY, None) is None:
+    if terminalreporter.config.stash.get(CHECKER_KEY, None) is None and has_results(
+        terminalreporter
+    ):
         from ._checker.summary import write_summary
 
         write_summary(terminalreporter)

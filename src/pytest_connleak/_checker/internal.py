@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_connleak._core.warnings import InternalErrorWarning
-
 if TYPE_CHECKING:
     from pytest_connleak._core.ledger import Ledger
 
@@ -88,6 +86,8 @@ class InternalErrors:
         lines = self.lines()
         if not lines:
             return
+        from pytest_connleak._core.warnings import InternalErrorWarning
+
         from .summary import write_internal_errors
 
         write_internal_errors(terminalreporter, lines)

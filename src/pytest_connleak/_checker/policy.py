@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_connleak._core.warnings import LeakWarning
-
-from .settings import AllowLeaks, parse_allow_leaks
+from .settings import LEAK_PROPERTY, AllowLeaks, parse_allow_leaks
 
 # Every pytest run configures the policy; only a run with leaks (or ignore rules, or a
 # baseline) needs the rules, the baseline, the report text and the summary's names, so
@@ -174,7 +172,6 @@ class Policy:
         from pytest_connleak._core.report import lease_line
 
         from .baseline import KEY_PROPERTY
-        from .summary import LEAK_PROPERTY
 
         counted = []
         item.stash.setdefault(JUDGED_KEY, []).extend(leases)
@@ -212,6 +209,8 @@ class Policy:
         ``-W error::pytest_connleak.LeakWarning`` can turn it into an error.
         """
         __tracebackhide__ = True
+        from pytest_connleak._core.warnings import LeakWarning
+
         site = leases[0].site
         # warn_explicit with no registry: "default" filters would otherwise show a second
         # leak from the same line once only, and each test must get its warning.

@@ -17,12 +17,16 @@ if TYPE_CHECKING:
 __all__ = [
     "CHECKER_KEY",
     "DEFAULT_POOL_THRESHOLD",
+    "LEAK_PROPERTY",
     "REQUESTED_KEY",
     "SETTINGS_KEY",
+    "SOCKET_PROPERTY",
+    "USAGE_ATTR",
     "add_options",
     "add_socket_options",
     "AllowLeaks",
     "escalated_client_error",
+    "has_results",
     "is_xdist_controller",
     "Settings",
     "parse_allow_leaks",
@@ -35,6 +39,22 @@ __all__ = [
 DEFAULT_POOL_THRESHOLD = 0.75
 """Share of a pool's capacity at which a test's pool is marked in the pools table (and the
 test gets a PoolHealthWarning when pool warnings are on)."""
+
+LEAK_PROPERTY = "connection_leak"
+"""Name of the ``user_properties`` entry (and JUnit XML property) of each leak."""
+
+SOCKET_PROPERTY = "socket_leak"
+"""Name of the ``user_properties`` entry (and JUnit XML property) of each socket left open
+(``--leak-check-sockets``): ``tcp local -> remote STATE``, then `` (why)`` if excused."""
+
+USAGE_ATTR = "connleak_pools"
+"""Attribute of a teardown report holding that test's pool usage, a list of dicts.
+
+Reports carry extra attributes through pytest-xdist (and pytest-reportlog), so the summary
+can be built from reports alone. It is not a ``user_properties`` entry: that would add a
+JUnit XML property to every test that made a request.
+"""
+
 
 _TRUE = ("1", "true", "yes", "on", "y", "t")
 _FALSE = ("0", "false", "no", "off", "n", "f", "")
@@ -163,6 +183,25 @@ def is_xdist_controller(config: pytest.Config) -> bool:
     """Whether this process is a pytest-xdist controller, which runs no test."""
     # The controller runs no test; patching it would only cost start-up time.
     return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
+
+
+def has_results(terminalreporter: pytest.TerminalReporter) -> bool:
+    """Whether a teardown report carries a leak, a socket or pool usage to summarise.
+
+    Without any, the summary has nothing to write, and a run that checked nothing (or no
+    test) does not import it.
+    """
+    kinds = (LEAK_PROPERTY, SOCKET_PROPERTY)
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "teardown":
+                continue
+            if getattr(report, USAGE_ATTR, None):
+                return True
+            for name, _ in getattr(report, "user_properties", ()):
+                if name in kinds:
+                    return True
+    return False
 
 
 def parse_bool(value: object, name: str) -> bool:

@@ -43,7 +43,7 @@ from pytest_connleak._core.sockets import PSUTIL_MISSING, SocketInfo, tcp_socket
 from pytest_connleak._core.warnings import LeakWarning
 
 from .policy import JUDGED_KEY, POLICY_KEY, WARNED
-from .summary import SOCKET_PROPERTY
+from .settings import SOCKET_PROPERTY
 
 __all__ = ["SocketChecker", "require_psutil"]
 

@@ -34,7 +34,9 @@ from .settings import (
     CHECKER_KEY,
     REQUESTED_KEY,
     SETTINGS_KEY,
+    USAGE_ATTR,
     escalated_client_error,
+    has_results,
     is_xdist_controller,
 )
 
@@ -354,8 +356,6 @@ class LeakChecker:
         if call.when == "teardown":
             usage = item.stash.get(_USAGE_KEY, None)
             if usage:
-                from .health import USAGE_ATTR  # only for a test that made requests
-
                 setattr(report, USAGE_ATTR, [u.to_dict() for u in usage])
         # Teardown's verdict, or assert_no_leaks() in the test itself.
         if excinfo is not None and isinstance(excinfo.value, ConnectionLeakError):
@@ -369,9 +369,10 @@ class LeakChecker:
         return report
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        from .summary import write_summary
+        if has_results(terminalreporter):
+            from .summary import write_summary
 
-        write_summary(terminalreporter)
+            write_summary(terminalreporter)
         if kept := settle.take_kept():
             terminalreporter.write_sep("=", "connleak: garbage collected before a verdict")
             terminalreporter.write_line(
