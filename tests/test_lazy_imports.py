@@ -104,3 +104,24 @@ def test_a_checked_run_without_leaks_loads_no_rules_baseline_summary_or_socket_c
         assert f"pytest_connleak._checker.{lazy}" not in modules
     assert "pytest_connleak._core.sockets" not in modules
 
+
+def test_the_registry_knows_each_adapters_client_without_importing_it() -> None:
+    from pytest_connleak._core import adapters
+
+    assert set(adapters._CLIENTS) == set(adapters.ADAPTERS)
+    for path, (name, module) in adapters._CLIENTS.items():
+        real = adapters._load(path)
+        assert (real.name, real.module) == (name, module)
+    code = (
+        "import sys\n"
+        "from pytest_connleak._core.adapters import acquire_instrumentation\n"
+        "instrumentation, _ = acquire_instrumentation()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pytest_connleak._clients.')))\n"
+        "import urllib3\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pytest_connleak._clients.')))\n"
+        "print([a.name for a in instrumentation.installed])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out == ["[]", "['pytest_connleak._clients.urllib3']", "['urllib3']"]
