@@ -7,6 +7,7 @@ disagree. Nothing is patched until checking is enabled for at least one test
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator
 
 import pytest
@@ -22,7 +23,6 @@ from pytest_connleak._core.report import ConnectionLeakError, format_leaks, leas
 from pytest_connleak._core.sdks import SDK_PACKAGES
 from pytest_connleak._core.warnings import IncompatibleClientWarning
 
-from . import settle
 from .policy import (
     POLICY_KEY,
     allows_every_leak,
@@ -111,8 +111,17 @@ def _settled(owner: str) -> list[Lease]:
     collection's other finalizers warn or raise is listed in the run's summary (see
     ``settle``), never made a test's failure.
     """
+    from . import settle  # loaded by the first test found holding a connection
+
     settle.collect()
     return ledger.open_leases(owner)
+
+
+def _take_kept() -> list[str]:
+    """What ``settle`` kept from this run's collections (none if it never collected)."""
+    settle = sys.modules.get(f"{__package__}.settle")
+    kept: list[str] = settle.take_kept() if settle is not None else []
+    return kept
 
 
 class FixtureOwner:
@@ -201,7 +210,7 @@ class LeakChecker:
         ledger.remove_library(*own)
         release_instrumentation()
         ledger.owner = None
-        settle.take_kept()  # listed by this run's summary, or by none (an xdist worker)
+        _take_kept()  # listed by this run's summary, or by none (an xdist worker)
         if self.config.pluginmanager.is_registered(self):
             self.config.pluginmanager.unregister(self)
 
@@ -373,7 +382,7 @@ class LeakChecker:
             from .summary import write_summary
 
             write_summary(terminalreporter)
-        if kept := settle.take_kept():
+        if kept := _take_kept():
             terminalreporter.write_sep("=", "connleak: garbage collected before a verdict")
             terminalreporter.write_line(
                 "Finalizers run by the collection before a verdict reported these; without"
