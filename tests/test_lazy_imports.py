@@ -100,9 +100,11 @@ def test_a_checked_run_without_leaks_loads_no_rules_baseline_summary_or_socket_c
 ) -> None:
     modules = _modules_of_a_run(pytester, "--leak-check")
     assert "pytest_connleak._checker.verdict" in modules
-    for lazy in ("rules", "baseline", "summary", "health", "socket_check", "longrepr"):
+    for lazy in ("rules", "baseline", "summary", "health", "socket_check", "longrepr", "settle"):
         assert f"pytest_connleak._checker.{lazy}" not in modules
     assert "pytest_connleak._core.sockets" not in modules
+    # No client imported by the test: no adapter module either.
+    assert not [m for m in modules if m.startswith("pytest_connleak._clients")]
 
 
 def test_the_registry_knows_each_adapters_client_without_importing_it() -> None:
