@@ -84,7 +84,6 @@ def test_a_run_that_checks_nothing_imports_options_settings_and_policy_only(
 ) -> None:
     assert _modules_of_a_run(pytester) == {
         "pytest_connleak",
-        "pytest_connleak._version",
         "pytest_connleak.plugin",
         "pytest_connleak._checker",
         "pytest_connleak._checker.internal",

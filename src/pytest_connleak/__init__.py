@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
-
 if TYPE_CHECKING:
     from ._checker.verdict import LeakCheck
     from ._core.ledger import Lease, Site
@@ -25,6 +23,7 @@ if TYPE_CHECKING:
     from ._runtime.api import LeakCheckMixin, no_leaks, pool_stats, track
     from ._upstreams.error_pages import error_page
     from ._upstreams.shapes import RESPONSE_SHAPES, ResponseShape
+    from ._version import __version__
 
 # Imported on first use: pytest imports this package in every run, and most runs need
 # neither the plain-Python API nor the mock upstreams (werkzeug pages and shapes), and a
@@ -47,6 +46,7 @@ _LAZY = {
     "error_page": "._upstreams.error_pages",
     "RESPONSE_SHAPES": "._upstreams.shapes",
     "ResponseShape": "._upstreams.shapes",
+    "__version__": "._version",
 }
 
 
