@@ -34,6 +34,12 @@ def describe(client: str, what: str, error: str) -> str:
     )
 
 
+def _process_ledger() -> Ledger | None:
+    """The process's ledger if something imported it, without importing it."""
+    module = sys.modules.get(_LEDGER_MODULE)
+    return None if module is None else module.ledger
+
+
 class InternalErrors:
     """The pytest hooks that report the ledger's internal errors at the end of the run."""
 
@@ -41,8 +47,7 @@ class InternalErrors:
         # Without a ledger given, the process's own, which a run that checks nothing
         # never imports (start-up time): if it is not imported yet, it has no errors yet.
         if ledger is None:
-            module = sys.modules.get(_LEDGER_MODULE)
-            ledger = None if module is None else module.ledger
+            ledger = _process_ledger()
         self.ledger = ledger
         # The ledger is process-wide: an earlier run in this process (pytester's inline
         # runs) reported its own.
@@ -51,10 +56,7 @@ class InternalErrors:
 
     def lines(self) -> list[str]:
         """Every distinct internal error of this process and of the xdist workers."""
-        ledger = self.ledger
-        if ledger is None:
-            module = sys.modules.get(_LEDGER_MODULE)
-            ledger = None if module is None else module.ledger
+        ledger = self.ledger if self.ledger is not None else _process_ledger()
         errors = ledger.internal_errors[self._start :] if ledger is not None else []
         mine = [describe(*error) for error in errors]
         return list(dict.fromkeys([*mine, *self._from_workers]))
