@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import pytest_connleak
 from pytest_connleak._upstreams.fixtures import SHAPE_NAMES
 from pytest_connleak._upstreams.shapes import RESPONSE_SHAPES
@@ -55,3 +57,72 @@ def test_a_run_that_checks_nothing_loads_no_checker_and_no_asyncio() -> None:
     for lazy in ("_checker.verdict", "_checker.longrepr", "_core.adapters", "_clients."):
         assert f"'pytest_connleak.{lazy}" not in out
     assert "'asyncio" not in out
+
+
+# What pytest imports of this package in a whole run (issue 12's start-up figure): printed
+# by a conftest at the very end, after the terminal summary.
+_PRINT_MODULES = """
+import sys
+
+def pytest_unconfigure(config):
+    ours = sorted(m for m in sys.modules if m.startswith("pytest_connleak"))
+    print("MODULES", " ".join(ours))
+"""
+
+
+def _modules_of_a_run(pytester: pytest.Pytester, *args: str) -> set[str]:
+    pytester.makeconftest(_PRINT_MODULES)
+    pytester.makepyfile("def test_one():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    result.assert_outcomes(passed=1)
+    line = next(line for line in result.outlines if line.startswith("MODULES "))
+    return set(line.split()[1:])
+
+
+def test_a_run_that_checks_nothing_imports_options_settings_and_policy_only(
+    pytester: pytest.Pytester,
+) -> None:
+    assert _modules_of_a_run(pytester) == {
+        "pytest_connleak",
+        "pytest_connleak.plugin",
+        "pytest_connleak._checker",
+        "pytest_connleak._checker.internal",
+        "pytest_connleak._checker.policy",
+        "pytest_connleak._checker.settings",
+        "pytest_connleak._upstreams",
+        "pytest_connleak._upstreams.fixtures",
+    }
+
+
+def test_a_checked_run_without_leaks_loads_no_rules_baseline_summary_or_socket_check(
+    pytester: pytest.Pytester,
+) -> None:
+    modules = _modules_of_a_run(pytester, "--leak-check")
+    assert "pytest_connleak._checker.verdict" in modules
+    for lazy in ("rules", "baseline", "summary", "health", "socket_check", "longrepr", "settle"):
+        assert f"pytest_connleak._checker.{lazy}" not in modules
+    assert "pytest_connleak._core.sockets" not in modules
+    # No client imported by the test: no adapter module either.
+    assert not [m for m in modules if m.startswith("pytest_connleak._clients")]
+
+
+def test_the_registry_knows_each_adapters_client_without_importing_it() -> None:
+    from pytest_connleak._core import adapters
+
+    assert set(adapters._CLIENTS) == set(adapters.ADAPTERS)
+    for path, (name, module) in adapters._CLIENTS.items():
+        real = adapters._load(path)
+        assert (real.name, real.module) == (name, module)
+    code = (
+        "import sys\n"
+        "from pytest_connleak._core.adapters import acquire_instrumentation\n"
+        "instrumentation, _ = acquire_instrumentation()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pytest_connleak._clients.')))\n"
+        "import urllib3\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pytest_connleak._clients.')))\n"
+        "print([a.name for a in instrumentation.installed])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out == ["[]", "['pytest_connleak._clients.urllib3']", "['urllib3']"]

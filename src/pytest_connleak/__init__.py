@@ -8,28 +8,35 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._core.ledger import Lease, Site
-from ._core.report import ConnectionLeakError
-from ._core.warnings import (
-    ConnleakWarning,
-    IncompatibleClientWarning,
-    InternalErrorWarning,
-    LeakWarning,
-    PoolHealthWarning,
-)
-from ._version import __version__
-
 if TYPE_CHECKING:
     from ._checker.verdict import LeakCheck
+    from ._core.ledger import Lease, Site
+    from ._core.report import ConnectionLeakError
+    from ._core.warnings import (
+        ConnleakWarning,
+        IncompatibleClientWarning,
+        InternalErrorWarning,
+        LeakWarning,
+        PoolHealthWarning,
+    )
     from ._runtime.alarm import LeakAlarm
     from ._runtime.api import LeakCheckMixin, no_leaks, pool_stats, track
     from ._upstreams.error_pages import error_page
     from ._upstreams.shapes import RESPONSE_SHAPES, ResponseShape
+    from ._version import __version__
 
 # Imported on first use: pytest imports this package in every run, and most runs need
 # neither the plain-Python API nor the mock upstreams (werkzeug pages and shapes), and a
-# run that checks nothing needs no checker.
+# run that checks nothing needs no checker, no ledger and no warning classes.
 _LAZY = {
+    "ConnectionLeakError": "._core.report",
+    "ConnleakWarning": "._core.warnings",
+    "IncompatibleClientWarning": "._core.warnings",
+    "InternalErrorWarning": "._core.warnings",
+    "LeakWarning": "._core.warnings",
+    "PoolHealthWarning": "._core.warnings",
+    "Lease": "._core.ledger",
+    "Site": "._core.ledger",
     "LeakCheck": "._checker.verdict",
     "LeakAlarm": "._runtime.alarm",
     "LeakCheckMixin": "._runtime.api",
@@ -39,6 +46,7 @@ _LAZY = {
     "error_page": "._upstreams.error_pages",
     "RESPONSE_SHAPES": "._upstreams.shapes",
     "ResponseShape": "._upstreams.shapes",
+    "__version__": "._version",
 }
 
 

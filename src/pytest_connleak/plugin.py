@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+# Only what every run needs: the options, the settings and the policy. pytest imports this
+# module in every run; the checker, the ledger, the client adapters, the socket check and
+# the summary load when a run (or a test) asks for them (start-up time, issue 12).
 from ._checker import policy as _policy
-from ._checker import socket_check as _sockets
 from ._checker.internal import InternalErrors
 from ._checker.policy import POLICY_KEY, configure_policy
 from ._checker.settings import (
@@ -20,11 +22,12 @@ from ._checker.settings import (
     REQUESTED_KEY,
     SETTINGS_KEY,
     add_options,
+    add_socket_options,
+    has_results,
     is_xdist_controller,
     parse_allow_leaks,
     resolve_settings,
 )
-from ._core.ledger import ledger
 
 if TYPE_CHECKING:
     from ._checker.verdict import LeakCheck, LeakChecker
@@ -41,7 +44,7 @@ from ._upstreams.fixtures import (  # noqa: F401
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = add_options(parser)
     _policy.add_options(parser, group)  # mode, ignore rules, baseline
-    _sockets.add_options(parser)  # --leak-check-sockets
+    add_socket_options(parser)  # --leak-check-sockets
 
 
 def activate(config: pytest.Config) -> LeakChecker:
@@ -60,11 +63,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     settings = resolve_settings(config)
     config.stash[SETTINGS_KEY] = settings
-    InternalErrors.register(config, ledger)
+    InternalErrors.register(config)
     config.stash[POLICY_KEY] = configure_policy(config)
     if settings.check_all and not is_xdist_controller(config):
         activate(config)
     if settings.check_sockets:
+        from ._checker import socket_check as _sockets
+
         psutil = _sockets.require_psutil()
         if not is_xdist_controller(config):
             # The pool instrumentation is what tells a pool's keep-alive from a leak.
@@ -98,7 +103,9 @@ def pytest_collection_modifyitems(
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     # On an xdist controller no checker is registered; the reports still carry the leaks.
-    if terminalreporter.config.stash.get(CHECKER_KEY, None) is None:
+    if terminalreporter.config.stash.get(CHECKER_KEY, None) is None and has_results(
+        terminalreporter
+    ):
         from ._checker.summary import write_summary
 
         write_summary(terminalreporter)
@@ -112,6 +119,7 @@ def leak_check(request: pytest.FixtureRequest) -> LeakCheck:
     ``assert_no_leaks()``. Make it autouse in a conftest.py to check a whole directory.
     """
     from ._checker.verdict import LeakCheck
+    from ._core.ledger import ledger
 
     checker = activate(request.config)
     request.node.stash[REQUESTED_KEY] = True

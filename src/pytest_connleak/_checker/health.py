@@ -18,6 +18,8 @@ import pytest
 from pytest_connleak._core.ledger import PoolUsage
 from pytest_connleak._core.warnings import PoolHealthWarning
 
+from .settings import USAGE_ATTR
+
 __all__ = [
     "SMALL_POOL",
     "USAGE_ATTR",
@@ -34,14 +36,6 @@ A wait on a bigger pool means the test drove it to 100%, which the threshold rul
 reports; a pool this small is the "configured smaller than intended" case, where a service
 quietly becomes a one- or two-at-a-time service. A one-connection pool is never reported by
 the threshold rule (one request at a time is what it is for), only by this one.
-"""
-
-USAGE_ATTR = "connleak_pools"
-"""Attribute of a teardown report holding that test's pool usage, a list of dicts.
-
-Reports carry extra attributes through pytest-xdist (and pytest-reportlog), so the summary
-can be built from reports alone. It is not a ``user_properties`` entry: that would add a
-JUnit XML property to every test that made a request.
 """
 
 

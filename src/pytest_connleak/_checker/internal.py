@@ -10,19 +10,20 @@ Under pytest-xdist each worker hands its records to the controller when it finis
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_connleak._core.ledger import Ledger
-from pytest_connleak._core.warnings import InternalErrorWarning
-
-from .summary import write_internal_errors
+if TYPE_CHECKING:
+    from pytest_connleak._core.ledger import Ledger
 
 __all__ = ["ISSUES_URL", "InternalErrors", "describe"]
 
 ISSUES_URL = "https://github.com/pytest-connleak/pytest-connleak/issues"
 _WORKER_KEY = "connleak_internal_errors"
+_LEDGER_MODULE = "pytest_connleak._core.ledger"
 
 
 def describe(client: str, what: str, error: str) -> str:
@@ -33,23 +34,35 @@ def describe(client: str, what: str, error: str) -> str:
     )
 
 
+def _process_ledger() -> Ledger | None:
+    """The process's ledger if something imported it, without importing it."""
+    module = sys.modules.get(_LEDGER_MODULE)
+    return None if module is None else module.ledger
+
+
 class InternalErrors:
     """The pytest hooks that report the ledger's internal errors at the end of the run."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger | None = None) -> None:
+        # Without a ledger given, the process's own, which a run that checks nothing
+        # never imports (start-up time): if it is not imported yet, it has no errors yet.
+        if ledger is None:
+            ledger = _process_ledger()
         self.ledger = ledger
         # The ledger is process-wide: an earlier run in this process (pytester's inline
         # runs) reported its own.
-        self._start = len(ledger.internal_errors)
+        self._start = 0 if ledger is None else len(ledger.internal_errors)
         self._from_workers: list[str] = []
 
     def lines(self) -> list[str]:
         """Every distinct internal error of this process and of the xdist workers."""
-        mine = [describe(*error) for error in self.ledger.internal_errors[self._start :]]
+        ledger = self.ledger if self.ledger is not None else _process_ledger()
+        errors = ledger.internal_errors[self._start :] if ledger is not None else []
+        mine = [describe(*error) for error in errors]
         return list(dict.fromkeys([*mine, *self._from_workers]))
 
     @classmethod
-    def register(cls, config: pytest.Config, ledger: Ledger) -> None:
+    def register(cls, config: pytest.Config, ledger: Ledger | None = None) -> None:
         """Register the hooks for this run; unregistered when the run ends."""
         plugin = cls(ledger)
         config.pluginmanager.register(plugin, "connleak-internal-errors")
@@ -75,6 +88,10 @@ class InternalErrors:
         lines = self.lines()
         if not lines:
             return
+        from pytest_connleak._core.warnings import InternalErrorWarning
+
+        from .summary import write_internal_errors
+
         write_internal_errors(terminalreporter, lines)
         for line in lines:
             # Escalated by a filter, it raises: the line above says it all the same, and

@@ -11,20 +11,23 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_connleak._core.ledger import Lease
-from pytest_connleak._core.report import lease_line
-from pytest_connleak._core.sdks import known_behaviour
-from pytest_connleak._core.warnings import LeakWarning
+from .settings import LEAK_PROPERTY, AllowLeaks, parse_allow_leaks
 
-from .baseline import KEY_PROPERTY, Baseline, BaselineReporter, lease_key, load_baseline
-from .rules import VALID_FORMS, PatternError, Rule, parse_rule
-from .settings import AllowLeaks, parse_allow_leaks
-from .summary import KNOWN_SDK_BEHAVIOUR, LEAK_PROPERTY
+# Every pytest run configures the policy; only a run with leaks (or ignore rules, or a
+# baseline) needs the rules, the baseline, the report text and the summary's names, so
+# those are imported where they are used, not here (start-up time, issue 12).
+if TYPE_CHECKING:
+    from pytest_connleak._core.ledger import Lease
+
+    from .baseline import Baseline
+    from .rules import Rule
+
+    _Allowances = tuple[AllowLeaks | None, tuple[tuple[Rule, AllowLeaks], ...]]
 
 __all__ = [
     "JUDGED_KEY",
@@ -42,9 +45,8 @@ __all__ = [
 MODES = ("fail", "warn")
 """The values of ``--leak-check-mode`` and ini ``leak_check_mode``."""
 
-_Allowances = tuple[AllowLeaks | None, tuple[tuple[Rule, AllowLeaks], ...]]
-_ALLOWANCES_KEY = pytest.StashKey[_Allowances]()
-_PARENT_ALLOWANCES_KEY = pytest.StashKey[_Allowances]()
+_ALLOWANCES_KEY: pytest.StashKey[_Allowances] = pytest.StashKey()
+_PARENT_ALLOWANCES_KEY: pytest.StashKey[_Allowances] = pytest.StashKey()
 
 
 def add_options(parser: pytest.Parser, group: pytest.OptionGroup) -> None:
@@ -88,14 +90,34 @@ def add_options(parser: pytest.Parser, group: pytest.OptionGroup) -> None:
     )
 
 
-@dataclass(frozen=True)
 class Policy:
     """Mode, ignore rules and baseline of this run, resolved once."""
+
+    # Not a frozen dataclass: generating its methods would cost every pytest run ~0.5 ms.
+    __slots__ = ("baseline", "ignore", "mode", "rootdir")
 
     mode: str
     ignore: tuple[Rule, ...]
     baseline: Baseline | None
     rootdir: str
+
+    def __init__(
+        self, mode: str, ignore: tuple[Rule, ...], baseline: Baseline | None, rootdir: str
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "mode", mode)
+        _set(self, "ignore", ignore)
+        _set(self, "baseline", baseline)
+        _set(self, "rootdir", rootdir)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")  # resolved once: frozen
+
+    def __repr__(self) -> str:
+        return (
+            f"Policy(mode={self.mode!r}, ignore={self.ignore!r}, "
+            f"baseline={self.baseline!r}, rootdir={self.rootdir!r})"
+        )
 
     def classify(
         self,
@@ -114,6 +136,8 @@ class Policy:
         else:
             everything, marker_rules = _allowances(fixture_of, parents_only=True)
         entries = self.baseline.entries if self.baseline else None
+        if self.baseline is not None:
+            from .baseline import lease_key
         used: Counter[str] = Counter()
         out: list[tuple[Lease, str | None, str | None]] = []
         for lease in leases:
@@ -145,6 +169,10 @@ class Policy:
         In warn mode a lease that counts is recorded as ``warned``, so the summary says why
         it did not fail its test.
         """
+        from pytest_connleak._core.report import lease_line
+
+        from .baseline import KEY_PROPERTY
+
         counted = []
         item.stash.setdefault(JUDGED_KEY, []).extend(leases)
         for lease, status, key in self.classify(item, leases, culprit, fixture_of):
@@ -181,6 +209,8 @@ class Policy:
         ``-W error::pytest_connleak.LeakWarning`` can turn it into an error.
         """
         __tracebackhide__ = True
+        from pytest_connleak._core.warnings import LeakWarning
+
         site = leases[0].site
         # warn_explicit with no registry: "default" filters would otherwise show a second
         # leak from the same line once only, and each test must get its warning.
@@ -192,11 +222,11 @@ class Policy:
 POLICY_KEY = pytest.StashKey[Policy]()
 """Where :func:`configure_policy` leaves the run's :class:`Policy` in ``config.stash``."""
 
-JUDGED_KEY = pytest.StashKey[list[Lease]]()
+JUDGED_KEY: pytest.StashKey[list[Lease]] = pytest.StashKey()
 """Every lease the teardown verdict judged for a test, counted or excused: the socket check
 leaves their sockets out, whatever the mode, so that one leak makes one report."""
 
-_EARLY_KEY = pytest.StashKey[list[Lease]]()
+_EARLY_KEY: pytest.StashKey[list[Lease]] = pytest.StashKey()
 _EARLY_FAILED_KEY = pytest.StashKey[bool]()
 
 
@@ -253,6 +283,8 @@ def _allowances(
         if allow.allows_everything:
             everything = everything or allow
             continue
+        from .rules import parse_rule  # only for a marker that gives patterns
+
         rules += [(parse_rule(p, "origin"), allow) for p in allow.origins or ()]
         rules += [(parse_rule(p, "site"), allow) for p in allow.sites or ()]
     result = (everything, tuple(rules))
@@ -277,6 +309,10 @@ def _excuse(
     for rule in ignore:
         if rule.matches(lease, rootdir):
             return f"ignored: {rule.describe()}"
+    from pytest_connleak._core.sdks import known_behaviour
+
+    from .summary import KNOWN_SDK_BEHAVIOUR
+
     behaviour = known_behaviour(lease)
     if behaviour is not None:
         return f"{KNOWN_SDK_BEHAVIOUR}: {behaviour}"
@@ -298,7 +334,10 @@ def configure_policy(config: pytest.Config) -> Policy:
     if mode not in MODES:
         raise pytest.UsageError(f"{name} must be one of: {', '.join(MODES)} (got {option!r})")
     rules = []
-    for line in config.getini("leak_check_ignore"):
+    lines = config.getini("leak_check_ignore")
+    if lines:
+        from .rules import VALID_FORMS, PatternError, parse_rule
+    for line in lines:
         try:
             rules.append(parse_rule(str(line)))
         except PatternError as exc:
@@ -309,8 +348,11 @@ def configure_policy(config: pytest.Config) -> Policy:
     baseline = _resolve_baseline(config)
     policy = Policy(mode, tuple(rules), baseline, rootdir)
     if not hasattr(config, "workerinput"):
-        config.pluginmanager.register(_HeaderReporter(policy), "connleak-policy")
+        if report_header(policy):  # the defaults add no header line: no plugin to call
+            config.pluginmanager.register(_HeaderReporter(policy), "connleak-policy")
         if baseline is not None:
+            from .baseline import BaselineReporter
+
             reporter = BaselineReporter(baseline, rootdir)
             config.pluginmanager.register(reporter, "connleak-baseline")
     return policy
@@ -319,6 +361,8 @@ def configure_policy(config: pytest.Config) -> Policy:
 def _resolve_baseline(config: pytest.Config) -> Baseline | None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and "connleak_baseline" in workerinput:
+        from .baseline import Baseline
+
         given = workerinput["connleak_baseline"]
         entries = given["entries"]
         return Baseline(
@@ -332,6 +376,8 @@ def _resolve_baseline(config: pytest.Config) -> Baseline | None:
         if not shown:
             return None
         path = (config.inipath.parent if config.inipath else config.rootpath) / shown
+    from .baseline import load_baseline
+
     return load_baseline(path, shown)
 
 

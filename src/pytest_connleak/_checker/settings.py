@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
-
-from .rules import PatternError, parse_rule
 
 if TYPE_CHECKING:
     from .verdict import LeakChecker
@@ -20,11 +17,16 @@ if TYPE_CHECKING:
 __all__ = [
     "CHECKER_KEY",
     "DEFAULT_POOL_THRESHOLD",
+    "LEAK_PROPERTY",
     "REQUESTED_KEY",
     "SETTINGS_KEY",
+    "SOCKET_PROPERTY",
+    "USAGE_ATTR",
     "add_options",
+    "add_socket_options",
     "AllowLeaks",
     "escalated_client_error",
+    "has_results",
     "is_xdist_controller",
     "Settings",
     "parse_allow_leaks",
@@ -38,27 +40,84 @@ DEFAULT_POOL_THRESHOLD = 0.75
 """Share of a pool's capacity at which a test's pool is marked in the pools table (and the
 test gets a PoolHealthWarning when pool warnings are on)."""
 
+LEAK_PROPERTY = "connection_leak"
+"""Name of the ``user_properties`` entry (and JUnit XML property) of each leak."""
+
+SOCKET_PROPERTY = "socket_leak"
+"""Name of the ``user_properties`` entry (and JUnit XML property) of each socket left open
+(``--leak-check-sockets``): ``tcp local -> remote STATE``, then `` (why)`` if excused."""
+
+USAGE_ATTR = "connleak_pools"
+"""Attribute of a teardown report holding that test's pool usage, a list of dicts.
+
+Reports carry extra attributes through pytest-xdist (and pytest-reportlog), so the summary
+can be built from reports alone. It is not a ``user_properties`` entry: that would add a
+JUnit XML property to every test that made a request.
+"""
+
+
 _TRUE = ("1", "true", "yes", "on", "y", "t")
 _FALSE = ("0", "false", "no", "off", "n", "f", "")
 
 
-@dataclass(frozen=True)
 class Settings:
     """What the command line and ini file asked for, resolved once per run."""
 
+    # A slotted class written out rather than a frozen dataclass: this module loads in every
+    # pytest run, and generating a dataclass's methods costs about 0.5 ms of start-up each.
+    __slots__ = (
+        "check_all",
+        "check_sockets",
+        "library_packages",
+        "pool_threshold",
+        "pool_warnings",
+    )
+
+    #: ``--leak-check`` / ini ``leak_check``: every test is checked.
     check_all: bool
     #: ``--leak-check-sockets`` / ini ``leak_check_sockets``: the socket check is on.
-    check_sockets: bool = False
+    check_sockets: bool
     #: A test that drives a pool to this share of its capacity, in (0, 1], is marked in
     #: the pools table (and warned, with ``pool_warnings``).
-    pool_threshold: float = DEFAULT_POOL_THRESHOLD
+    pool_threshold: float
     #: ``--leak-check-pool-warnings`` / ini ``leak_check_pool_warnings``: emit
     #: PoolHealthWarning. Off by default: a clean test is never failed by a warning
     #: filter it did not ask for.
-    pool_warnings: bool = False
+    pool_warnings: bool
     #: ini ``leak_check_library_packages``: packages never a lease site, besides the SDKs
     #: built in (``pytest_connleak._core.sdks.SDK_PACKAGES``).
-    library_packages: tuple[str, ...] = ()
+    library_packages: tuple[str, ...]
+
+    def __init__(
+        self,
+        check_all: bool,
+        check_sockets: bool = False,
+        pool_threshold: float = DEFAULT_POOL_THRESHOLD,
+        pool_warnings: bool = False,
+        library_packages: tuple[str, ...] = (),
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "check_all", check_all)
+        _set(self, "check_sockets", check_sockets)
+        _set(self, "pool_threshold", pool_threshold)
+        _set(self, "pool_warnings", pool_warnings)
+        _set(self, "library_packages", library_packages)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")  # resolved once: frozen
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _SETTINGS_FIELDS)
+        return f"Settings({fields})"
+
+
+_SETTINGS_FIELDS = (
+    "check_all",
+    "check_sockets",
+    "pool_threshold",
+    "pool_warnings",
+    "library_packages",
+)
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -68,7 +127,6 @@ CHECKER_KEY: pytest.StashKey[LeakChecker] = pytest.StashKey()
 REQUESTED_KEY = pytest.StashKey[bool]()
 
 
-@dataclass(frozen=True)
 class AllowLeaks:
     """The arguments of one ``@pytest.mark.allow_leaks`` marker.
 
@@ -76,9 +134,41 @@ class AllowLeaks:
     every lease of the test, one with either exempts only the leases they match.
     """
 
+    __slots__ = ("origins", "reason", "sites")  # not a dataclass: see Settings
+
     reason: str | None
-    origins: tuple[str, ...] | None = None
-    sites: tuple[str, ...] | None = None
+    origins: tuple[str, ...] | None
+    sites: tuple[str, ...] | None
+
+    def __init__(
+        self,
+        reason: str | None,
+        origins: tuple[str, ...] | None = None,
+        sites: tuple[str, ...] | None = None,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "reason", reason)
+        _set(self, "origins", origins)
+        _set(self, "sites", sites)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, AllowLeaks)
+        return (self.reason, self.origins, self.sites) == (
+            other.reason,
+            other.origins,
+            other.sites,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.reason, self.origins, self.sites))
+
+    def __repr__(self) -> str:
+        return f"AllowLeaks(reason={self.reason!r}, origins={self.origins!r}, sites={self.sites!r})"
 
     @property
     def allows_everything(self) -> bool:
@@ -93,6 +183,25 @@ def is_xdist_controller(config: pytest.Config) -> bool:
     """Whether this process is a pytest-xdist controller, which runs no test."""
     # The controller runs no test; patching it would only cost start-up time.
     return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
+
+
+def has_results(terminalreporter: pytest.TerminalReporter) -> bool:
+    """Whether a teardown report carries a leak, a socket or pool usage to summarise.
+
+    Without any, the summary has nothing to write, and a run that checked nothing (or no
+    test) does not import it.
+    """
+    kinds = (LEAK_PROPERTY, SOCKET_PROPERTY)
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "teardown":
+                continue
+            if getattr(report, USAGE_ATTR, None):
+                return True
+            for name, _ in getattr(report, "user_properties", ()):
+                if name in kinds:
+                    return True
+    return False
 
 
 def parse_bool(value: object, name: str) -> bool:
@@ -217,6 +326,8 @@ def _patterns(
         raise pytest.UsageError(
             f"{where}: {name} must be a list of strings, got {value!r} (write {name}=[{example!r}])"
         )
+    from .rules import PatternError, parse_rule  # only when a marker gives patterns
+
     kind = "origin" if name == "origins" else "site"
     for pattern in value:
         if not isinstance(pattern, str):
@@ -300,3 +411,31 @@ def add_options(parser: pytest.Parser) -> pytest.OptionGroup:
         "built in.",
     )
     return group
+
+
+def add_socket_options(parser: pytest.Parser) -> None:
+    """Register ``--leak-check-sockets`` and its ini twin in the plugin's option group.
+
+    Here rather than with the socket check, which a run loads only when it is on.
+    """
+    group = parser.getgroup("connleak")
+    group.addoption(
+        "--leak-check-sockets",
+        action="store_true",
+        dest="leak_check_sockets",
+        default=None,
+        help="fail every test that leaves a TCP socket of this process open, through any "
+        "library (http.client, raw sockets, drivers); needs psutil. Ini: leak_check_sockets.",
+    )
+    group.addoption(
+        "--no-leak-check-sockets",
+        action="store_false",
+        dest="leak_check_sockets",
+        help="turn off the socket check, overriding the leak_check_sockets ini value.",
+    )
+    parser.addini(
+        "leak_check_sockets",
+        type="string",
+        default="false",
+        help="check every test for TCP sockets left open (true/false, default false).",
+    )

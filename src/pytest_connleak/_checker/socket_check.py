@@ -43,9 +43,9 @@ from pytest_connleak._core.sockets import PSUTIL_MISSING, SocketInfo, tcp_socket
 from pytest_connleak._core.warnings import LeakWarning
 
 from .policy import JUDGED_KEY, POLICY_KEY, WARNED
-from .summary import SOCKET_PROPERTY
+from .settings import SOCKET_PROPERTY
 
-__all__ = ["SocketChecker", "add_options", "require_psutil"]
+__all__ = ["SocketChecker", "require_psutil"]
 
 SOCKET_HINT = (
     "close the socket, or the client that owns it (conn.close(), sock.close(), or a "
@@ -53,31 +53,6 @@ SOCKET_HINT = (
 )
 
 _START_KEY = pytest.StashKey[int]()
-
-
-def add_options(parser: pytest.Parser) -> None:
-    """Register ``--leak-check-sockets`` and its ini twin in the plugin's option group."""
-    group = parser.getgroup("connleak")
-    group.addoption(
-        "--leak-check-sockets",
-        action="store_true",
-        dest="leak_check_sockets",
-        default=None,
-        help="fail every test that leaves a TCP socket of this process open, through any "
-        "library (http.client, raw sockets, drivers); needs psutil. Ini: leak_check_sockets.",
-    )
-    group.addoption(
-        "--no-leak-check-sockets",
-        action="store_false",
-        dest="leak_check_sockets",
-        help="turn off the socket check, overriding the leak_check_sockets ini value.",
-    )
-    parser.addini(
-        "leak_check_sockets",
-        type="string",
-        default="false",
-        help="check every test for TCP sockets left open (true/false, default false).",
-    )
 
 
 def require_psutil() -> Any:

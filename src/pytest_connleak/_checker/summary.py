@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 import pytest
 
 from .health import health_flags, usage_from_report
-from .settings import DEFAULT_POOL_THRESHOLD, SETTINGS_KEY
+
+# The names the reports carry are defined with the settings, which every run loads, so
+# that a run whose reports carry none never imports this module (see ``has_results``).
+from .settings import (
+    DEFAULT_POOL_THRESHOLD,
+    LEAK_PROPERTY,
+    SETTINGS_KEY,
+    SOCKET_PROPERTY,
+)
 
 __all__ = [
     "KNOWN_SDK_BEHAVIOUR",
@@ -21,13 +29,6 @@ __all__ = [
     "write_pool_table",
     "write_summary",
 ]
-
-LEAK_PROPERTY = "connection_leak"
-"""Name of the ``user_properties`` entry (and JUnit XML property) of each leak."""
-
-SOCKET_PROPERTY = "socket_leak"
-"""Name of the ``user_properties`` entry (and JUnit XML property) of each socket left open
-(``--leak-check-sockets``): ``tcp local -> remote STATE``, then `` (why)`` if excused."""
 
 _KINDS = (LEAK_PROPERTY, SOCKET_PROPERTY)
 _KIND_NOUNS = {LEAK_PROPERTY: "connection", SOCKET_PROPERTY: "socket"}

@@ -7,8 +7,8 @@ disagree. Nothing is patched until checking is enabled for at least one test
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator
-from dataclasses import dataclass, field
 
 import pytest
 
@@ -23,8 +23,6 @@ from pytest_connleak._core.report import ConnectionLeakError, format_leaks, leas
 from pytest_connleak._core.sdks import SDK_PACKAGES
 from pytest_connleak._core.warnings import IncompatibleClientWarning
 
-from . import settle
-from .health import USAGE_ATTR, warn_health
 from .policy import (
     POLICY_KEY,
     allows_every_leak,
@@ -36,7 +34,9 @@ from .settings import (
     CHECKER_KEY,
     REQUESTED_KEY,
     SETTINGS_KEY,
+    USAGE_ATTR,
     escalated_client_error,
+    has_results,
     is_xdist_controller,
 )
 
@@ -52,7 +52,7 @@ __all__ = [
     "should_check",
 ]
 
-_USAGE_KEY = pytest.StashKey[list[PoolUsage]]()
+_USAGE_KEY: pytest.StashKey[list[PoolUsage]] = pytest.StashKey()
 
 
 def activate(config: pytest.Config) -> LeakChecker:
@@ -111,22 +111,70 @@ def _settled(owner: str) -> list[Lease]:
     collection's other finalizers warn or raise is listed in the run's summary (see
     ``settle``), never made a test's failure.
     """
+    from . import settle  # loaded by the first test found holding a connection
+
     settle.collect()
     return ledger.open_leases(owner)
 
 
-@dataclass(frozen=True)
+def _take_kept() -> list[str]:
+    """What ``settle`` kept from this run's collections (none if it never collected)."""
+    settle = sys.modules.get(f"{__package__}.settle")
+    kept: list[str] = settle.take_kept() if settle is not None else []
+    return kept
+
+
 class FixtureOwner:
-    """Owner of the leases made while a fixture wider than a function was set up."""
+    """Owner of the leases made while a fixture wider than a function was set up.
+
+    Equal (and hashed) by ``argname``, ``scope`` and ``ident``, like a frozen dataclass
+    whose other fields do not compare; written out because generating a dataclass's
+    methods costs about 0.5 ms of every checked run's start-up.
+    """
+
+    __slots__ = ("argname", "ident", "item", "scope", "watched")
 
     argname: str
     scope: str
-    ident: int = field(compare=True)
+    ident: int
     #: The test during whose setup the fixture was created.
-    item: pytest.Item | None = field(default=None, compare=False)
+    item: pytest.Item | None
     #: Whether that test was checked: its leaks are judged when the scope ends, whatever
     #: test happens to be running then.
-    watched: bool = field(default=True, compare=False)
+    watched: bool
+
+    def __init__(
+        self,
+        argname: str,
+        scope: str,
+        ident: int,
+        item: pytest.Item | None = None,
+        watched: bool = True,
+    ) -> None:
+        _set = object.__setattr__
+        _set(self, "argname", argname)
+        _set(self, "scope", scope)
+        _set(self, "ident", ident)
+        _set(self, "item", item)
+        _set(self, "watched", watched)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, FixtureOwner)
+        return (self.argname, self.scope, self.ident) == (other.argname, other.scope, other.ident)
+
+    def __hash__(self) -> int:
+        return hash((self.argname, self.scope, self.ident))
+
+    def __repr__(self) -> str:
+        return (
+            f"FixtureOwner(argname={self.argname!r}, scope={self.scope!r}, "
+            f"ident={self.ident!r}, item={self.item!r}, watched={self.watched!r})"
+        )
 
     def describe(self) -> str:
         return f"fixture '{self.argname}' ({self.scope} scope)"
@@ -162,7 +210,7 @@ class LeakChecker:
         ledger.remove_library(*own)
         release_instrumentation()
         ledger.owner = None
-        settle.take_kept()  # listed by this run's summary, or by none (an xdist worker)
+        _take_kept()  # listed by this run's summary, or by none (an xdist worker)
         if self.config.pluginmanager.is_registered(self):
             self.config.pluginmanager.unregister(self)
 
@@ -267,6 +315,8 @@ class LeakChecker:
             return
         item.stash[_USAGE_KEY] = usage
         if self.settings.pool_warnings:
+            from .health import warn_health
+
             warn_health(item, usage, self.settings.pool_threshold, failed)
 
     def _judge(
@@ -328,10 +378,11 @@ class LeakChecker:
         return report
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        from .summary import write_summary
+        if has_results(terminalreporter):
+            from .summary import write_summary
 
-        write_summary(terminalreporter)
-        if kept := settle.take_kept():
+            write_summary(terminalreporter)
+        if kept := _take_kept():
             terminalreporter.write_sep("=", "connleak: garbage collected before a verdict")
             terminalreporter.write_line(
                 "Finalizers run by the collection before a verdict reported these; without"

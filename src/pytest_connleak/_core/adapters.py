@@ -46,6 +46,22 @@ ADAPTERS: tuple[str, ...] = (
 )
 """``module:Class`` of every adapter, in install order."""
 
+# The ``name`` and ``module`` (the client package it waits for) of each adapter, known
+# without importing the adapter's module: a checked run imports only the adapters of the
+# clients it imports (each of our modules costs a pytest run about 0.5 ms of start-up
+# through pytest's assertion-rewriting import hook). tests/test_lazy_imports.py checks that
+# they agree with the adapters' own.
+_CLIENTS: dict[str, tuple[str, str]] = {
+    "pytest_connleak._clients.urllib3:Urllib3Adapter": ("urllib3", "urllib3"),
+    "pytest_connleak._clients.httpcore:HttpcoreAdapter": ("httpcore", "httpcore"),
+    "pytest_connleak._clients.httpcore:Httpcore2Adapter": ("httpcore2", "httpcore2"),
+    "pytest_connleak._clients.aiohttp:AiohttpAdapter": ("aiohttp", "aiohttp"),
+    "pytest_connleak._clients.sqlalchemy:SqlalchemyAdapter": ("sqlalchemy", "sqlalchemy"),
+    "pytest_connleak._clients.psycopg_pool:PsycopgPoolAdapter": ("psycopg_pool", "psycopg_pool"),
+    "pytest_connleak._clients.redis:RedisAdapter": ("redis", "redis"),
+    "pytest_connleak._clients.asyncpg:AsyncpgAdapter": ("asyncpg", "asyncpg"),
+}
+
 # Packages whose frames are never a lease site, whether or not we patch them: a user
 # calling requests must be pointed at their line, not at requests' internals.
 HTTP_LIBRARIES = (
@@ -159,12 +175,39 @@ class Adapter:
         raise NotImplementedError
 
 
+def _load(path: str) -> Adapter:
+    module, _, cls = path.partition(":")
+    adapter: Adapter = getattr(importlib.import_module(module), cls)()
+    return adapter
+
+
 def load_adapters(paths: Sequence[str] = ADAPTERS) -> list[Adapter]:
-    adapters = []
-    for path in paths:
-        module, _, cls = path.partition(":")
-        adapters.append(getattr(importlib.import_module(module), cls)())
-    return adapters
+    return [_Deferred(path, *_CLIENTS[path]) if path in _CLIENTS else _load(path) for path in paths]
+
+
+class _Deferred(Adapter):
+    """A registered adapter whose module is imported when it is first needed.
+
+    That is when its client is imported (to patch it) or a lease of it is reported.
+    """
+
+    def __init__(self, path: str, name: str, module: str) -> None:
+        self.name = name
+        self.module = module
+        self._path = path
+        self._adapter: Adapter | None = None
+
+    def load(self) -> Adapter:
+        """The adapter itself, its module imported on the first call."""
+        if self._adapter is None:
+            self._adapter = _load(self._path)
+        return self._adapter
+
+    def advise(self, lease: Lease) -> str:
+        return self.load().advise(lease)
+
+    def patch(self, ledger: Ledger, patcher: Patcher) -> None:
+        self.load().patch(ledger, patcher)
 
 
 class _PatchOnImport(importlib.abc.MetaPathFinder):

@@ -13,9 +13,10 @@ only where that cannot run a pool dry: such a lease is a known SDK behaviour
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .ledger import Lease
+if TYPE_CHECKING:
+    from .ledger import Lease
 
 __all__ = ["SDK_PACKAGES", "KnownBehaviour", "known_behaviour", "sdk_hint"]
 
@@ -71,7 +72,6 @@ def sdk_hint(lease: Lease) -> str | None:
     return _HINTS.get(lease.site.library)
 
 
-@dataclass(frozen=True)
 class KnownBehaviour:
     """A way an SDK loses a slot that is not the user's leak.
 
@@ -80,9 +80,28 @@ class KnownBehaviour:
     cannot make a later request wait). ``text`` is what the summary says.
     """
 
+    # Not a frozen dataclass: this module loads with the adapters at every checked run's
+    # start-up, and generating a dataclass's methods costs about 0.5 ms.
+    __slots__ = ("libraries", "state", "text")
+
     libraries: tuple[str, ...]
     state: str
     text: str
+
+    def __init__(self, libraries: tuple[str, ...], state: str, text: str) -> None:
+        _set = object.__setattr__
+        _set(self, "libraries", libraries)
+        _set(self, "state", state)
+        _set(self, "text", text)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __repr__(self) -> str:
+        return (
+            f"KnownBehaviour(libraries={self.libraries!r}, state={self.state!r}, "
+            f"text={self.text!r})"
+        )
 
     def explains(self, lease: Lease) -> bool:
         """Whether this behaviour, and not the user, left *lease* open."""
