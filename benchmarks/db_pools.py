@@ -362,61 +362,47 @@ def table(rows: list[Row]) -> str:
 NOTE = """\
 ## Where the cost goes, and why every row still misses 1.02×
 
-The CPU clock on a shared 2-core machine moves by several µs between runs (when this was
-written, the PostgreSQL loop read +14.9 µs of CPU where its instructions make about 3 µs);
-the instruction counts repeat to the instruction, so the analysis below uses them (1 µs is
-roughly 17,000 instructions here).
+The CPU clock on a shared 2-core machine moves by several µs between runs; the instruction
+counts do not depend on the machine's load, so the analysis below uses them (1 µs is
+roughly 17,000 instructions here). They are not exact to the instruction for the loops
+that talk to a server (how a reply arrives changes the client's path a little): read
+differences under about 5,000 as noise.
 
-What a checkout costs now is the HTTP lease's own path: one dict lookup of the pool's
-record by `id(pool)` (origin and capacity computed once per pool, when first seen), the
-ledger's `lease()` (pointers only: the lease site from a remembered call path, no Site, no
-text) and its return, one lock each way. Measured on the SQLAlchemy + SQLite loop:
+The last two columns answer one question: is it being called at all that costs, or what
+is done once called? "Pass-through wrappers only" wraps exactly the methods the adapters
+wrap (and listens to the same SQLAlchemy pool events) with wrappers that only pass the
+call on, and records nothing. They add 0 to 10,000 instructions a checkout; tracking
+adds 33,000 to 46,000. So the cost is the bookkeeping, and most of it is one shared piece:
 
 | part of a checkout and its return | instructions |
 | --- | --- |
-| the ledger's lease and return (exactly what an HTTP lease costs) | about 31,600 |
+| the ledger's lease and return (the same for every client, HTTP included) | about 24,700 |
+| of which: finding the lease site (two `sys._getframe()` calls) | about 5,000 |
+| of which: the reentrant lock, once for the lease and once for the return | about 5,600 |
 | SQLAlchemy's `checkin` event (kept: it carries the GC's return and `detach()`) | about 7,700 |
-| the `Pool.connect()` wrapper that records the checkout | about 3,400 |
-| the adapter's own bookkeeping (which connection record holds which lease) | the rest |
+| being called at all (pass-through wrappers at the adapters' places) | 0 to 10,000 |
+| the adapters' own bookkeeping (which connection holds which lease) | the rest |
 
-SQLAlchemy's `checkout` event cost about 12,000 instructions a checkout before it was
-replaced by the `Pool.connect()` wrapper: a `checkout` listener turns off SQLAlchemy's
-checkout fast path (every checkout then runs its reconnect-on-checkout loop) on top of the
-dispatch. The wrapper counts exactly what the event did (a fairy's first checkout).
+The ledger's share was measured alone: a loop of lease and return through a wrapper, on
+and off, under callgrind (28,900 instructions against 4,200 for the same loop with both
+calls returning at once). This session took 2,000 off it (open leases are found through
+their pools' records, not a second index updated on every lease and return).
 
-Before this work (`--instructions` on commit ef48564) tracking added, per checkout:
-SQLAlchemy + psycopg +73,942 (1.094×), SQLAlchemy + SQLite +68,709 (1.138×), psycopg_pool
-+52,455 (1.156×), redis-py +63,741 (1.192×), asyncpg +44,894 (1.063×); the timing run then
-read +9 to +20 µs of CPU, 1.08–1.28×. What went: the checkout event, a second weak
-reference per SQLAlchemy lease, helper calls and `*args` on the psycopg_pool and asyncpg
-paths, and redis-py's thread-local look-up, whose missing attribute raised (and swallowed)
-an `AttributeError` on every release (about 15,000 instructions).
+Why ≤ 1.02× is out of reach for this design, and for any pure-Python one: 1.02× leaves
+2 % of the loop, 6,600 to 15,900 instructions here. For redis-py, psycopg_pool and
+SQLAlchemy + SQLite, merely being called uses most of that or more (5,900 of 6,600; 7,900
+of 6,700; 8,300 of 10,100), before anything is recorded; and a lease must at least find
+its site, which takes about 5,000 instructions in Python (each `sys._getframe()`
+materialises a frame object). The two loops that spend longer in the server's reply
+(SQLAlchemy + PostgreSQL, asyncpg: 2 % is 14,300 to 15,900) could meet it only with a
+lease and return costing under about 5,000 instructions, a fifth of today's.
 
-Why each row still misses 1.02×: 1.02× leaves 2% of the loop, and the ledger's lease and
-return alone is 31,600 instructions, so only a loop of about 1.6 million instructions
-(some 90 µs of client CPU) or more can meet it. By instructions:
-
-- SQLAlchemy + psycopg (PostgreSQL): 1.069×, misses by 0.049 (2% is 15,800
-  instructions; it adds 54,700): the ledger, plus the `checkin` event and the adapter.
-- SQLAlchemy + SQLite: 1.107×, misses by 0.087 (2% is 10,100; adds 53,900): the same
-  fixed cost against a query that never leaves the process.
-- psycopg_pool: 1.103×, misses by 0.083 (2% is 6,800; adds 34,900): the ledger's floor
-  and two wrapper frames; nothing else is left to remove in the adapter.
-- redis-py: 1.145×, misses by 0.125 (2% is 6,700; adds 48,500): the ledger, plus two
-  `*args, **kwargs` wrappers (redis-py's own signatures are variadic), the check that
-  counts a subclass's call once, and the lease-by-connection map the `__del__` path needs.
-- asyncpg: 1.056×, misses by 0.036 (2% is 14,300; adds 40,300): the ledger and two
-  coroutine frames (the wrappers of `_acquire` and `release` must stay coroutines).
-
-What would close the gap is a cheaper lease in the ledger itself, for every client, HTTP
-included: its lease and return are ~31,600 instructions of pure-Python bookkeeping, and the
-cheap loops here allow 7,000–10,000. That means doing less per lease (a C accelerator for
-the lease record and the lease-site check, or recording the lease site for a sample of
-leases) — a change to the shared fast path in `_core/ledger.py`, not to these adapters. For
-SQLAlchemy, replacing the `checkin` event by a wrapper of SQLAlchemy's private
-`_ConnectionRecord.checkin` would save about 5,000 more, at the price of depending on
-internals; it is not done. Against the wall time of a loopback query (what a test waits),
-every added cost here is 1–5 µs out of 40–400 µs.
+What would: a native lease path (a small C extension) that matches the remembered call
+path by reading the interpreter's frames without materialising frame objects, and keeps
+the counters in C, with today's Python code as the fallback. That is a distribution
+decision (platform wheels, a compiler for installs from source), not adapter work, and
+it is not done. Against the wall time of a loopback query (what a test waits), every
+added cost here is 1 to 5 µs out of 30 to 300 µs.
 """
 
 
@@ -458,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         import pytest_connleak
 
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         counted_part = ""
         if counted_text:
             counted_part = (
@@ -469,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
             "# Database and cache pools: overhead per checkout\n\n"
             f"Written by `benchmarks/db_pools.py` ({rounds} interleaved rounds of {n} "
             f"checkouts per library; pytest-connleak {pytest_connleak.__version__}; "
-            f"{machine}). Each checkout runs one loopback query against a real server "
+            f"{machine}; load average at the end {load}). Each checkout runs one loopback "
+            "query against a real server "
             'started by the script. "off": nothing patched; "on": the instrumentation '
             "installed, as under `--leak-check`. CPU is this process's CPU time (the "
             "client's work; the servers are other processes), wall is what a caller "
