@@ -257,7 +257,9 @@ def one_loop(
     # A collection of the old generations inside the window would count the whole heap.
     gc.collect()
     gc.freeze()
-    functools.reduce(lambda _, __: loop(n), [0, 0], None)
+    # One element and an initial value: reduce() calls the loop once (two elements would
+    # call it twice and double every count).
+    functools.reduce(lambda _, __: loop(n), [0], None)
     if on or bare:
         ledger.owner = None
         release_instrumentation()
@@ -362,40 +364,42 @@ def table(rows: list[Row]) -> str:
 NOTE = """\
 ## Where the cost goes, and why every row still misses 1.02×
 
-The CPU clock on a shared 2-core machine moves by several µs between runs; the instruction
-counts do not depend on the machine's load, so the analysis below uses them (1 µs is
-roughly 17,000 instructions here). They are not exact to the instruction for the loops
-that talk to a server (how a reply arrives changes the client's path a little): read
-differences under about 5,000 as noise.
+The CPU clock on a shared 2-core machine moves by several µs between runs; the
+instruction counts do not depend on the machine's load, so the analysis below uses them
+(1 µs of this client's CPU is roughly 9,000 instructions here). They are not exact to the
+instruction for the loops that talk to a server (how a reply arrives changes the
+client's path a little): read differences under about 3,000 as noise. (Until this
+session the counts were twice the real ones: the counted loop ran twice and was divided
+once. The ratios were right.)
 
 The last two columns answer one question: is it being called at all that costs, or what
 is done once called? "Pass-through wrappers only" wraps exactly the methods the adapters
 wrap (and listens to the same SQLAlchemy pool events) with wrappers that only pass the
-call on, and records nothing. They add 0 to 10,000 instructions a checkout; tracking
-adds 33,000 to 46,000. So the cost is the bookkeeping, and most of it is one shared piece:
+call on, and records nothing. They add 0 to 5,000 instructions a checkout; tracking
+adds 16,000 to 23,000. So the cost is the bookkeeping, and most of it is one shared piece:
 
 | part of a checkout and its return | instructions |
 | --- | --- |
-| the ledger's lease and return (the same for every client, HTTP included) | about 24,700 |
-| of which: finding the lease site (two `sys._getframe()` calls) | about 5,000 |
-| of which: the reentrant lock, once for the lease and once for the return | about 5,600 |
-| SQLAlchemy's `checkin` event (kept: it carries the GC's return and `detach()`) | about 7,700 |
-| being called at all (pass-through wrappers at the adapters' places) | 0 to 10,000 |
+| the ledger's lease and return (the same for every client, HTTP included) | about 12,400 |
+| of which: finding the lease site (two `sys._getframe()` calls) | about 2,600 |
+| of which: the reentrant lock, once for the lease and once for the return | about 2,800 |
+| SQLAlchemy's `checkin` event (kept: it carries the GC's return and `detach()`) | about 3,900 |
+| being called at all (pass-through wrappers at the adapters' places) | 0 to 5,000 |
 | the adapters' own bookkeeping (which connection holds which lease) | the rest |
 
 The ledger's share was measured alone: a loop of lease and return through a wrapper, on
-and off, under callgrind (28,900 instructions against 4,200 for the same loop with both
-calls returning at once). This session took 2,000 off it (open leases are found through
+and off, under callgrind (14,500 instructions against 2,100 for the same loop with both
+calls returning at once). This session took 1,000 off it (open leases are found through
 their pools' records, not a second index updated on every lease and return).
 
 Why ≤ 1.02× is out of reach for this design, and for any pure-Python one: 1.02× leaves
-2 % of the loop, 6,600 to 15,900 instructions here. For redis-py, psycopg_pool and
-SQLAlchemy + SQLite, merely being called uses most of that or more (5,900 of 6,600; 7,900
-of 6,700; 8,300 of 10,100), before anything is recorded; and a lease must at least find
-its site, which takes about 5,000 instructions in Python (each `sys._getframe()`
+2 % of the loop, 3,300 to 8,000 instructions here (the "2% of off" column). For
+redis-py, psycopg_pool and SQLAlchemy + SQLite, merely being called uses most of that or
+more (the last two columns), before anything is recorded; and a lease must at least find
+its site, which takes about 2,600 instructions in Python (each `sys._getframe()`
 materialises a frame object). The two loops that spend longer in the server's reply
-(SQLAlchemy + PostgreSQL, asyncpg: 2 % is 14,300 to 15,900) could meet it only with a
-lease and return costing under about 5,000 instructions, a fifth of today's.
+(SQLAlchemy + PostgreSQL, asyncpg: 2 % is about 7,000 to 8,000) could meet it only with a
+lease and return costing under about 2,500 instructions, a fifth of today's.
 
 What would: a native lease path (a small C extension) that matches the remembered call
 path by reading the interpreter's frames without materialising frame objects, and keeps
