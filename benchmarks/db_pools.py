@@ -184,11 +184,63 @@ def run(rounds: int, n: int) -> list[Row]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def one_loop(name: str, on: bool, n: int, urls: list[str], sqlite_path: str) -> None:
+def _install_bare() -> None:
+    """Intercept what the adapters intercept, with wrappers that only pass the call on.
+
+    The floor of any pure-Python tracking at the same places: every method an adapter
+    wraps gets a pass-through wrapper (a coroutine for a coroutine), every pool event it
+    listens to a listener that does nothing, and nothing is recorded. What the real
+    adapters add on top of this is bookkeeping; this much is the price of being called.
+    """
+    import inspect
+
+    from pytest_connleak._core import adapters
+
+    def passthrough(original: Any) -> Any:
+        if inspect.iscoroutinefunction(original):
+
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                return await original(*args, **kwargs)
+
+            return awrapper
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    def wrap(self: adapters.Patcher, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
+        original = owner.__dict__[name]
+        wrapper = functools.wraps(original)(passthrough(original))
+        setattr(owner, name, wrapper)
+        self._patches.append((owner, name, original, wrapper))
+
+    adapters.Patcher.wrap = wrap  # type: ignore[method-assign]
+    try:
+        from sqlalchemy import event
+    except ImportError:  # pragma: no cover - the loops need it
+        pass
+    else:
+        listen = event.listen
+
+        def listen_noop(target: Any, identifier: str, fn: Callable[..., Any], **kw: Any) -> None:
+            def noop(*args: Any) -> None:
+                return None
+
+            listen(target, identifier, noop, **kw)
+
+        event.listen = listen_noop
+    adapters.acquire_instrumentation()
+
+
+def one_loop(
+    name: str, on: bool, n: int, urls: list[str], sqlite_path: str, bare: bool = False
+) -> None:
     """Run one library's loop *n* times, for callgrind to count (see ``instructions``).
 
     Only what runs inside ``functools.reduce`` is counted (``--toggle-collect``): the
-    imports, the servers' start and the warm-up are not.
+    imports, the servers' start and the warm-up are not. *bare* installs pass-through
+    wrappers at the adapters' places instead of the adapters (see ``_install_bare``).
     """
     from pytest_connleak._core.adapters import acquire_instrumentation, release_instrumentation
     from pytest_connleak._core.ledger import ledger
@@ -196,7 +248,9 @@ def one_loop(name: str, on: bool, n: int, urls: list[str], sqlite_path: str) -> 
     loops, close = make_loops(urls[0], urls[1], sqlite_path)
     loop = loops[name]
     loop(50)
-    if on:
+    if bare:
+        _install_bare()
+    elif on:
         acquire_instrumentation()
         ledger.owner = "benchmark"
     loop(20)
@@ -204,7 +258,7 @@ def one_loop(name: str, on: bool, n: int, urls: list[str], sqlite_path: str) -> 
     gc.collect()
     gc.freeze()
     functools.reduce(lambda _, __: loop(n), [0, 0], None)
-    if on:
+    if on or bare:
         ledger.owner = None
         release_instrumentation()
     close()
@@ -215,6 +269,7 @@ class Counted:
     name: str
     off: float
     on: float
+    bare: float
 
 
 def instructions(n: int) -> list[Counted]:
@@ -230,7 +285,7 @@ def instructions(n: int) -> list[Counted]:
         rd.start()
         for name in LOOP_NAMES:
             children = {}
-            for mode in ("off", "on"):  # both at once: each child is single-threaded
+            for mode in ("off", "on", "bare"):  # all at once: each child is single-threaded
                 out = os.path.join(tmp, f"callgrind.{mode}.out")
                 # No address randomisation: dicts keyed by id() lay out the same each run.
                 args = ["setarch", "-R"] if shutil.which("setarch") else []
@@ -249,7 +304,7 @@ def instructions(n: int) -> list[Counted]:
                 if child.wait() != 0:
                     raise RuntimeError(f"{name} ({mode}) under callgrind: exit {child.returncode}")
                 per_mode[mode] = _callgrind_total(out) / n
-            counted.append(Counted(name, per_mode["off"], per_mode["on"]))
+            counted.append(Counted(name, per_mode["off"], per_mode["on"], per_mode["bare"]))
             print(f"  {name}: counted", file=sys.stderr)
     finally:
         pg.stop()
@@ -269,13 +324,15 @@ def _callgrind_total(path: str) -> int:
 def instructions_table(counted: list[Counted]) -> str:
     lines = [
         "| pool, loop of checkout + `select 1` (or `GET`) | off (instructions) "
-        "| on (instructions) | ratio | added (instructions) |",
-        "| --- | --- | --- | --- | --- |",
+        "| on (instructions) | ratio | added (instructions) | 2% of off "
+        "| pass-through wrappers only | their ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in counted:
         lines.append(
             f"| {c.name} | {c.off:,.0f} | {c.on:,.0f} | {c.on / c.off:.3f}× "
-            f"| {c.on - c.off:+,.0f} |"
+            f"| {c.on - c.off:+,.0f} | {0.02 * c.off:,.0f} | {c.bare - c.off:+,.0f} "
+            f"| {c.bare / c.off:.3f}× |"
         )
     return "\n".join(lines)
 
@@ -377,12 +434,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instructions-n", type=int, default=200, help="checkouts counted")
     # The child that callgrind runs (see instructions()); not for people.
     parser.add_argument("--one-loop", choices=LOOP_NAMES, help=argparse.SUPPRESS)
-    parser.add_argument("--mode", choices=("on", "off"), help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=("on", "off", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--urls", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--sqlite", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one_loop:
-        one_loop(args.one_loop, args.mode == "on", args.n, args.urls, args.sqlite)
+        one_loop(
+            args.one_loop, args.mode == "on", args.n, args.urls, args.sqlite, args.mode == "bare"
+        )
         return 0
     rounds, n = (3, 50) if args.quick else (args.rounds, args.n)
     rows = run(rounds, n)

@@ -53,6 +53,8 @@ def test_the_contracts_hold() -> None:
         ("_checker/summary.py", "import pytest_connleak._clients.urllib3", "Parts are layered"),
         ("_runtime/api.py", "import pytest_connleak._checker.policy", "Parts are layered"),
         ("_upstreams/shapes.py", "import pytest_connleak._core.ledger", "Mock upstreams are"),
+        ("_upstreams/fixtures.py", "import pytest_connleak._core.ledger", "Mock upstreams are"),
+        ("_upstreams/extra.py", "import pytest_connleak._checker.settings", "Mock upstreams are"),
         ("_runtime/alarm.py", "import prometheus_client", "Only the Prometheus collector"),
         ("prometheus.py", "import pytest_connleak.plugin", "Parts are layered"),
     ],

@@ -7,7 +7,9 @@ The pages are served by the load_balancer proxy, which writes only the page's ow
 from __future__ import annotations
 
 import http.client
+import re
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -125,3 +127,39 @@ def test_unknown_style_names_the_valid_ones() -> None:
 def test_a_status_that_is_not_an_error_is_rejected(status: object) -> None:
     with pytest.raises(ValueError, match=r"an HTTP error status \(an int from 400 to 599\)"):
         error_page(status, style="nginx")  # type: ignore[arg-type]
+
+
+PROXY_NAMES = {
+    "nginx": "nginx",
+    "haproxy": "haproxy",
+    "envoy": "envoy",
+    "aws-alb": "aws-alb",
+    "application load balancer": "aws-alb",
+}
+
+
+def test_the_docs_quote_the_sizes_error_page_sends() -> None:
+    """Each "548-byte 403" or "93 bytes for a 403" in the pages is the size of that page.
+
+    The proxy is the one named last before the figure (within its sentence or table row).
+    """
+    root = Path(__file__).resolve().parent.parent
+    pages = [root / "README.md", *root.glob("docs/**/*.md"), *root.glob("examples/*/README.md")]
+    figure = re.compile(r"\b(\d+)(?:-byte| bytes for a| for a) (\d{3})\b")
+    checked = []
+    for page in pages:
+        for chunk in re.split(r"\n\s*\n|\n(?=\|)", page.read_text()):  # paragraphs, rows
+            text = " ".join(chunk.split()).lower()
+            for match in figure.finditer(text):
+                before = text[: match.start()]
+                at, style = max((before.rfind(name), style) for name, style in PROXY_NAMES.items())
+                if at < 0:
+                    continue
+                size, status = int(match[1]), int(match[2])
+                sent = len(error_page(status, style=style).get_data())
+                assert sent == size, (
+                    f"{page.relative_to(root)}: {match[0]!r} ({style} sends {sent})"
+                )
+                checked.append((style, size, status))
+    # Guards the test against reading nothing: the figures the pages quote today.
+    assert {("nginx", 548, 403), ("nginx", 592, 503), ("haproxy", 93, 403)} <= set(checked)

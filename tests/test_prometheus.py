@@ -9,6 +9,8 @@ from __future__ import annotations
 import gc
 import logging
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -189,6 +191,12 @@ def test_the_documented_alert_rules_use_exposed_metrics() -> None:
     assert used <= {name for name, _, _ in METRICS}
 
 
+def test_the_reference_lists_every_metric_with_its_type() -> None:
+    page = (ROOT / "docs" / "reference" / "api.md").read_text()
+    rows = re.findall(r"^\| `(connleak_\w+)` \| (\w+) \|", page, re.M)
+    assert rows == [(name, kind) for name, kind, _ in METRICS]
+
+
 def test_the_how_to_shows_the_line_the_example_leases_at() -> None:
     page = (ROOT / "docs" / "how-to" / "production.md").read_text()
     service = (ROOT / "examples" / "production_service" / "service.py").read_text()
@@ -197,9 +205,75 @@ def test_the_how_to_shows_the_line_the_example_leases_at() -> None:
     assert shown == {str(send)}
 
 
+def how_to_block(reason: str) -> list[str]:
+    """The lines of the how-to's block whose ``docs: illustrative`` comment starts so."""
+    page = (ROOT / "docs" / "how-to" / "production.md").read_text()
+    after = page.split(f"<!-- docs: illustrative: {reason}", 1)[1]
+    return after.split("```", 2)[1].splitlines()[1:]
+
+
+def shape(text: str) -> str:
+    """*text* without what differs from run to run: origins, numbers, threads, sites."""
+    text = re.sub(r"http://127\.0\.0\.1:\d+", "ORIGIN", text)
+    text = re.sub(r"'[^']*'", "'THREAD'", text)
+    text = re.sub(r"at \S+:\d+ in \w+", "at FILE:LINE in FUNCTION", text)
+    text = re.sub(r"\((?:urllib3|httpcore)\)", "(CLIENT)", text)
+    text = re.sub(r'client="\w+"', 'client="CLIENT"', text)
+    return re.sub(r"\d+(?:\.\d+)?", "N", text)
+
+
+def test_the_how_to_shows_the_alarms_and_the_scrape_as_they_are(
+    registry: CollectorRegistry, origin: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The how-to's log lines and /metrics sample have the wording of real ones."""
+    caplog.set_level(logging.WARNING, "tests.prometheus.how_to")
+    dog = Watchdog(
+        ledger,
+        leak_threshold=0.5,
+        pool_threshold=0.75,
+        logger=logging.getLogger("tests.prometheus.how_to"),
+        clock=lambda: time.monotonic() + 0.6,
+    )
+    with httpx.Client(limits=httpx.Limits(max_connections=4)) as client:
+        held = [client.send(client.build_request("GET", origin + "/ok"), stream=True)]
+        held += [client.send(client.build_request("GET", origin + "/ok"), stream=True)]
+        held += [client.send(client.build_request("GET", origin + "/ok"), stream=True)]
+        dog.check()
+        scraped = scrape(registry)
+        for response in held:
+            response.close()
+        dog.check()
+    logged = {shape(f"{r.levelname} {r.name}: {r.getMessage()}") for r in caplog.records}
+    logged = {line.replace("tests.prometheus.how_to", "pytest_connleak") for line in logged}
+    shown = how_to_block("a live service's log") + how_to_block("the returned-connection line")
+    assert len(shown) == 5
+    for line in shown:
+        assert shape(line) in logged, (line, logged)
+    real = {shape(line) for line in scraped.splitlines() if origin in line}
+    metrics = how_to_block("a scrape of the running example")
+    assert len(metrics) == 6
+    for line in metrics:
+        assert shape(line) in real, (line, real)
+
+
 def test_registering_twice_is_refused_by_prometheus_client() -> None:
     registry = CollectorRegistry()
     registry.register(PoolCollector())
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         registry.register(PoolCollector())
     assert PoolCollector.__module__ == "pytest_connleak.prometheus"
+
+
+def test_without_prometheus_client_the_import_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None\n"
+        "try:\n    import pytest_connleak.prometheus\n"
+        "except ImportError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.splitlines() == [
+        "pytest_connleak.prometheus needs prometheus_client: pip install prometheus_client "
+        "(the 'prometheus' extra of pytest-connleak)"
+    ]

@@ -60,7 +60,9 @@ def url():
 
 # pytest-httpserver's own plugin is not there either when it is not installed.
 HIDDEN = ("-p", "no:pytest_httpserver", "-p", "hide_upstreams")
-EXTRA_HINT = "install the mock upstreams' extra, pip install 'pytest-connleak[upstreams]'"
+EXTRA_HINT = "(the 'upstreams' extra of pytest-connleak)"
+ALL_HINT = f"pytest-httpserver and werkzeug: pip install pytest-httpserver werkzeug {EXTRA_HINT}"
+WERKZEUG_HINT = f"werkzeug: pip install werkzeug {EXTRA_HINT}"
 
 
 @pytest.fixture
@@ -111,15 +113,15 @@ def test_mock_upstream_fixtures_name_the_extra(without_upstreams: pytest.Pyteste
     result = without_upstreams.runpytest_subprocess(*HIDDEN, "-k", "server or proxy")
     result.assert_outcomes(errors=2)
     lines = result.stdout.lines
-    assert f"the lb_httpserver fixture needs pytest-httpserver and werkzeug: {EXTRA_HINT}" in lines
-    assert f"the load_balancer fixture needs werkzeug: {EXTRA_HINT}" in lines
+    assert f"the lb_httpserver fixture needs {ALL_HINT}" in lines
+    assert f"the load_balancer fixture needs {WERKZEUG_HINT}" in lines
     assert "Traceback" not in result.stdout.str()
     # Every shape is still collected (the names need no werkzeug), each failing clearly.
     result = without_upstreams.runpytest_subprocess(*HIDDEN, "-k", "shape")
     result.assert_outcomes(errors=len(SHAPE_NAMES))
-    assert result.stdout.lines.count(
-        f"the response_shape fixture needs werkzeug: {EXTRA_HINT}"
-    ) == len(SHAPE_NAMES)
+    assert result.stdout.lines.count(f"the response_shape fixture needs {WERKZEUG_HINT}") == len(
+        SHAPE_NAMES
+    )
 
 
 def test_public_mock_upstream_names_name_the_extra(without_upstreams: pytest.Pytester) -> None:
@@ -133,8 +135,8 @@ def test_public_mock_upstream_names_name_the_extra(without_upstreams: pytest.Pyt
             with pytest.raises(ModuleNotFoundError) as info:
                 getattr(pytest_connleak, name)
             assert str(info.value) == (
-                f"pytest_connleak.{name} needs werkzeug: install the mock upstreams' "
-                "extra, pip install 'pytest-connleak[upstreams]'"
+                f"pytest_connleak.{name} needs werkzeug: pip install werkzeug "
+                "(the 'upstreams' extra of pytest-connleak)"
             )
 
         def test_the_checker_api_is_there():

@@ -321,6 +321,12 @@ def _site_of(
 
 _new_lease = object.__new__
 _monotonic = time.monotonic
+# Lease._window of a lease given back: a later release of it is a no-op.
+_RELEASED = -2
+
+
+def _started(lease: Lease) -> float:
+    return lease.started
 
 
 def _weak(obj: object | None) -> Callable[[], object | None] | None:
@@ -380,7 +386,11 @@ class Ledger:
         # it True while holding the lock: a finalizer that re-enters on the same thread).
         self._busy = False
         self._deferred: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
-        self._open: dict[int, Lease] = {}
+        # Open leases are kept by their pools' records only (one list append and pop per
+        # request); what finds them all is this index of records, keyed by id(record),
+        # which changes only when a pool is first seen or found dead (_reap), and a count.
+        self._holding: dict[int, PoolRecord] = {}
+        self._nopen = 0
         # Keyed by id(pool): a dict lookup by int is the cheapest thing on the request path.
         # The pool's weak reference callback removes its entry before the id can be reused.
         self._pools: dict[int, PoolRecord] = {}
@@ -537,6 +547,7 @@ class Ledger:
 
     def _register(self, rec: PoolRecord) -> None:
         self._all_pools.append(weakref.ref(rec))
+        self._holding[id(rec)] = rec
         self._reap()
 
     def lease(self, rec: PoolRecord, conn: object | None) -> Lease:
@@ -547,18 +558,16 @@ class Ledger:
         # and the code object of the library frame it called. When the frames at that
         # depth still match, it is the same call from the same line: no walk.
         frame: FrameType | None = None
-        for hint in self._hints:
-            depth = hint[0]
+        for depth, code, lasti, callee, where in self._hints:  # noqa: B007 (read after break)
             try:
                 frame = _getframe(depth)
             except ValueError:  # a shallower stack
                 continue
             if (
-                frame.f_code is hint[1]
-                and frame.f_lasti == hint[2]
-                and _getframe(depth - 1).f_code is hint[3]
+                frame.f_code is code
+                and frame.f_lasti == lasti
+                and _getframe(depth - 1).f_code is callee
             ):
-                where = hint[4]
                 break
         else:
             where = self._walk()
@@ -596,7 +605,7 @@ class Ledger:
                 if rec._window != window:
                     self._touch(rec)
                 lease._window = window
-                self._open[id(lease)] = lease
+                self._nopen += 1
                 rec.leases.append(lease)
                 leased = rec.leased = rec.leased + 1
                 rec.total_leases += 1
@@ -655,7 +664,7 @@ class Ledger:
         if rec._window != window:
             self._touch(rec)
         lease._window = window
-        self._open[id(lease)] = lease
+        self._nopen += 1
         rec.leases.append(lease)
         leased = rec.leased = rec.leased + 1
         rec.total_leases += 1
@@ -704,10 +713,11 @@ class Ledger:
                         rec.leased -= 1
                         if lease._window == self._window:
                             rec._own -= 1
+                        lease._window = _RELEASED
                         group = rec.group
                         if group is not None:
                             group[0] -= 1
-                        del self._open[id(lease)]
+                        self._nopen -= 1
                     else:
                         self._release(rec, conn, 0)
                 elif leases:
@@ -743,10 +753,11 @@ class Ledger:
         rec.leased -= 1
         if lease._window == self._window:
             rec._own -= 1
+        lease._window = _RELEASED
         group = rec.group
         if group is not None:
             group[0] -= 1
-        self._open.pop(id(lease), None)
+        self._nopen -= 1
 
     def release_lease(self, lease: Lease) -> None:
         """Give back exactly *lease* (adapters that can keep the lease object use this)."""
@@ -770,7 +781,7 @@ class Ledger:
             lock.release()
 
     def _release_lease(self, lease: Lease) -> None:
-        if self._open.pop(id(lease), None) is None:
+        if lease._window == _RELEASED:  # given back already
             return
         rec = lease.pool
         leases = rec.leases
@@ -787,9 +798,11 @@ class Ledger:
         rec.leased -= 1
         if lease._window == self._window:
             rec._own -= 1
+        lease._window = _RELEASED
         group = rec.group
         if group is not None:
             group[0] -= 1
+        self._nopen -= 1
 
     def mark_closed(self, rec: PoolRecord, conn: object, holder: object, state: str) -> None:
         """Set *state* on the open lease of *rec* that holds *conn*, and remember *holder*.
@@ -847,6 +860,8 @@ class Ledger:
             life = PoolUsage(*key, rec.total_leases, rec.high_water, rec.waits)
             gone = self._gone.get(key)
             self._gone[key] = gone.merge(life) if gone is not None else life
+            if not rec.leases:  # else its leases are still to be judged
+                self._holding.pop(id(rec), None)
             if self._touched.pop(id(rec), None) is rec:
                 usage = rec.usage()
                 old = self._retired.get(key)
@@ -924,11 +939,18 @@ class Ledger:
 
     def open_leases(self, owner: Hashable | None = None) -> list[Lease]:
         """Open leases, oldest first; only those of *owner* when it is given."""
-        if not self._open and not self._deferred:  # every test's teardown asks
+        if not self._nopen and not self._deferred:  # every test's teardown asks
             return []
         with self._lock:
             self._settle()
-            leases = list(self._open.values())
+            holding = self._holding
+            leases = []
+            for key, rec in list(holding.items()):
+                if rec.leases:
+                    leases += rec.leases
+                elif rec.pool_object is None:  # a dead pool whose leases came back late
+                    del holding[key]
+        leases.sort(key=_started)
         if owner is None:
             return leases
         return [lease for lease in leases if lease.owner == owner]
@@ -973,7 +995,7 @@ class Ledger:
         def count() -> None:
             self._reap()
             self._all_pools = [ref for ref in self._all_pools if ref() is not None]
-            sizes.append(len(self._open) + len(self._all_pools) + len(self._retired))
+            sizes.append(self._nopen + len(self._all_pools) + len(self._retired))
 
         self._update(count)
         return sizes[0] if sizes else 0

@@ -22,10 +22,11 @@ from .alarm import leaks_reported
 
 try:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-except ImportError as exc:  # pragma: no cover - the extra is installed in the test suite
+except ImportError as exc:
+    # The package, not the extra's index form: pytest-connleak is not on an index yet.
     raise ImportError(
-        "pytest_connleak.prometheus needs prometheus_client: "
-        'pip install "pytest-connleak[prometheus]"'
+        "pytest_connleak.prometheus needs prometheus_client: pip install prometheus_client "
+        "(the 'prometheus' extra of pytest-connleak)"
     ) from exc
 
 __all__ = ["METRICS", "PoolCollector"]

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import importlib
 
-EXTRA = "pytest-connleak[upstreams]"
-
 #: Module name -> the distribution that provides it.
 DISTRIBUTIONS = {"pytest_httpserver": "pytest-httpserver", "werkzeug": "werkzeug"}
 
@@ -26,9 +24,10 @@ def missing(modules: tuple[str, ...]) -> list[str]:
 
 
 def missing_message(what: str, absent: list[str]) -> str:
+    # The packages, not the extra's index form: pytest-connleak is not on an index yet.
     return (
-        f"{what} needs {' and '.join(absent)}: install the mock upstreams' extra, "
-        f"pip install '{EXTRA}'"
+        f"{what} needs {' and '.join(absent)}: pip install {' '.join(absent)} "
+        "(the 'upstreams' extra of pytest-connleak)"
     )
 
 
