@@ -14,9 +14,15 @@ parser below and must be one of:
 - **output**: a block after ``<!-- docs: output DIR ARGS -->`` must appear in the output
   of ``pytest ARGS`` run in a copy of DIR (``<!-- docs: junit DIR ARGS -->``: in the JUnit
   XML of that run; ``<!-- docs: command DIR CMD -->``: in the output of CMD);
+- **watch**: a block after ``<!-- docs: watch -->`` is a ``connleak watch`` session run
+  against a live service holding three connections in CLOSE_WAIT
+  (docs/samples/close-wait-service/service.py); the sample's ``--pid`` stands for that
+  service's pid, ``$ echo $?`` must print the last command's exit status, and ``$ curl``
+  asks the service's health endpoint;
 - **checked by kind**: ``python`` blocks are executed; ``ini``/``toml`` blocks may only
   set ini values pytest knows; ``console`` blocks with commands only, no output, may only
-  use options and extras that exist;
+  use options and extras that exist, and ``pip install`` this package from a checkout or
+  a wheel, never by name (it is not published);
 - **illustrative**, said so: ``<!-- docs: illustrative: why it cannot run -->``.
 
 Anything else fails with the page and line, and says how to fix it. Comparing, both
@@ -26,16 +32,20 @@ path; a line ``...`` in a sample skips lines, ``...`` inside a line matches anyt
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
+import urllib.request
 from collections.abc import Iterator
 from configparser import ConfigParser
 from dataclasses import dataclass
@@ -237,6 +247,8 @@ def _evaluate(block: Block) -> None:
         return check_session(block)
     if kind in ("output", "junit", "command"):
         return check_output(block)
+    if kind == "watch":
+        return check_watch(block)
     if kind == "excerpt":
         return check_excerpt(block)
     assert kind is None, f"unknown directive docs: {kind}; use run, output, junit, command"
@@ -338,16 +350,35 @@ def check_commands(block: Block) -> None:
             words = shlex.split(command)
             if not words or words[0] == "cd" or words[1:3] == ["-m", "venv"]:
                 continue
-            if "pip" in words[0] and "install" in words:
-                for extra in re.findall(r"\[([\w,-]+)\]", command):
-                    missing = set(extra.split(",")) - extras
-                    assert not missing, f"extras that do not exist: {sorted(missing)}"
+            if ("pip" in words[0] or words[1:3] == ["-m", "pip"]) and "install" in words:
+                check_pip_install(words[words.index("install") + 1 :], extras)
                 continue
             argv = command_argv(words)
             assert argv is not None, f"a command the docs test cannot check: {command!r}"
             if "pytest" in argv[1:3]:
                 flags = {w.split("=")[0] for w in argv[3:] if w.startswith("--")}
                 assert flags <= options, f"unknown pytest options: {sorted(flags - options)}"
+
+
+# A requirement naming the package: it is not on PyPI yet, so it cannot be installed by name.
+BY_NAME = re.compile(r"pytest[-_]connleak(\[[\w,-]*\])?([<>=!~;@ ].*)?$", re.I)
+
+
+def check_pip_install(args: list[str], extras: frozenset[str]) -> None:
+    """This package is installed from a checkout or a wheel, with extras that exist."""
+    for arg in args:
+        assert not BY_NAME.match(arg), (
+            f"pip install {arg!r}: pytest-connleak is not published; install it from a "
+            'checkout ("/path/to/pytest-connleak[extra]", -e ".[extra]") or a built wheel'
+        )
+        target, _, extra = arg.partition("[")
+        if not extra or arg.startswith("-"):
+            continue
+        # "/path/to/pytest-connleak[x]", ".[x]", "$(ls .../dist/pytest_connleak-*.whl)[x]"
+        ours = target in (".", "") or re.search(r"pytest[-_]connleak([-/*.]|$)", target)
+        assert ours, f"pip install {arg!r}: extras of a package the docs test does not know"
+        missing = set(extra.rstrip("]").split(",")) - extras
+        assert not missing, f"extras that do not exist: {sorted(missing)}"
 
 
 def _joined(source: str) -> list[str]:
@@ -411,6 +442,108 @@ def check_output(block: Block) -> None:
     assert_shown(sample, actual, f"the output of {' '.join(argv[1:])} in {directory}")
 
 
+SERVICE = ROOT / "docs" / "samples" / "close-wait-service" / "service.py"
+LEAKED = 3  # the connections service.py leaks
+
+
+@dataclass(frozen=True)
+class Service:
+    pid: int
+    port: int  # its health endpoint's
+
+
+@contextlib.contextmanager
+def leaky_service() -> Iterator[Service]:
+    """service.py running, its three leaked sockets in CLOSE_WAIT."""
+    import psutil
+
+    with socket.create_server(("127.0.0.1", 0)) as upstream:
+        upstream.settimeout(30)
+        url = f"http://127.0.0.1:{upstream.getsockname()[1]}/auth"
+        with subprocess.Popen(
+            [sys.executable, str(SERVICE), url],
+            env={**_environment(), "PORT": "0"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            try:
+                for _ in range(LEAKED):
+                    conn, _ = upstream.accept()
+                    with conn:
+                        request = b""
+                        while not request.endswith(b"\r\n\r\n"):
+                            request += conn.recv(4096)
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+                    # Our side closed: the service's never will, so its socket stays in
+                    # CLOSE_WAIT once our FIN has arrived.
+                service = psutil.Process(proc.pid)
+                deadline = time.monotonic() + 30
+                while True:
+                    assert proc.poll() is None, f"service.py exited: {proc.communicate()[1]}"
+                    sockets = service.net_connections("tcp")
+                    states = [c.status for c in sockets]
+                    if states.count("CLOSE_WAIT") == LEAKED and "LISTEN" in states:
+                        break
+                    assert time.monotonic() < deadline, f"service.py never got ready: {states}"
+                    time.sleep(0.01)
+                (port,) = [c.laddr.port for c in sockets if c.status == "LISTEN"]
+                yield Service(proc.pid, port)
+            finally:
+                proc.terminate()
+                proc.communicate(timeout=30)
+
+
+def _watch_normalise(text: str, pid: int, shown_pid: str) -> str:
+    text = re.sub(r"^\d\d:\d\d:\d\d ", "HH:MM:SS ", normalise(text), flags=re.M)
+    return re.sub(rf"\b{pid}\b", shown_pid, text)
+
+
+def check_watch(block: Block) -> None:
+    lines = _joined(block.source)
+    pid_match = re.search(r"--pid (\d+)", block.source)
+    shown_pid = pid_match.group(1) if pid_match else "PID"
+    with leaky_service() as service:
+        pid = service.pid
+        status: int | None = None
+        commands: list[tuple[str, list[str]]] = []
+        for line in lines:
+            if line.startswith("$ "):
+                commands.append((line[2:], []))
+            else:
+                assert commands, f"watch: output before any command: {line!r}"
+                commands[-1][1].append(line)
+        for command, expected in commands:
+            words = shlex.split(command)
+            if words == ["echo", "$?"]:
+                assert expected == [str(status)], f"the exit status was {status}, not {expected}"
+                continue
+            if words[0] == "curl":
+                # The health endpoint, wherever the sample says it listens.
+                path = words[-1].partition("/")[2]
+                with urllib.request.urlopen(f"http://127.0.0.1:{service.port}/{path}") as r:
+                    output = r.read().decode()
+            else:
+                assert words[:2] == ["connleak", "watch"], f"watch: cannot run {command!r}"
+                argv = command_argv([str(pid) if w == shown_pid else w for w in words])
+                assert argv is not None
+                done = subprocess.run(
+                    argv,
+                    env=_environment(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,  # as a terminal shows them: interleaved
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
+                status, output = done.returncode, done.stdout
+            assert_shown(
+                _watch_normalise("\n".join(expected), pid, shown_pid),
+                _watch_normalise(output, pid, shown_pid),
+                f"the output of {command}",
+            )
+
+
 # -- the tests --------------------------------------------------------------------------
 
 SYBIL = Sybil(parsers=[blocks_parser], path=str(ROOT))
@@ -444,6 +577,39 @@ def test_a_drifted_sample_fails(tmp_path: Path) -> None:
     (example,) = SYBIL.parse(page)
     with pytest.raises(AssertionError, match="connection lost by"):
         example.evaluate()
+
+
+def test_a_drifted_watch_sample_fails(tmp_path: Path) -> None:
+    page = tmp_path / "new.md"
+    page.write_text(
+        "<!-- docs: watch -->\n```console\n$ connleak watch --pid 7 --once\n"
+        "12:00:00 pid 7: CLOSE_WAIT 2  (3 TCP: CLOSE_WAIT 2, LISTEN 1)\n```\n"
+    )
+    (example,) = SYBIL.parse(page)
+    with pytest.raises(AssertionError, match="CLOSE_WAIT 2"):
+        example.evaluate()
+
+
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [
+        ('pip install "/path/to/pytest-connleak[aiohttp,sockets]"', None),
+        ('pip install -e ".[dev,bench]"', None),
+        ('pip install "$(ls /p/pytest-connleak/dist/pytest_connleak-*.whl)[sockets]"', None),
+        ("pip install psutil", None),
+        ('pip install "pytest-connleak[aiohttp]"', "is not published"),
+        ("pip install pytest_connleak==0.1", "is not published"),
+        ('pip install "/path/to/pytest-connleak[nope]"', "extras that do not exist"),
+    ],
+)
+def test_pip_install_lines(command: str, error: str | None) -> None:
+    _, _, extras = known_names()
+    args = shlex.split(command)[2:]
+    if error is None:
+        check_pip_install(args, extras)
+    else:
+        with pytest.raises(AssertionError, match=error):
+            check_pip_install(args, extras)
 
 
 def test_normalising() -> None:
