@@ -6,21 +6,33 @@ Run from the repository root::
     .venv/bin/python benchmarks/breakdown.py request    # cProfile of a request loop, per client
     .venv/bin/python benchmarks/breakdown.py tests      # per-test cost without start-up
     .venv/bin/python benchmarks/breakdown.py startup    # the plugin's imports and configure
+    .venv/bin/python benchmarks/breakdown.py instructions   # per request, counted (valgrind)
 
 Each prints CPU times measured with on and off interleaved (minimum over rounds, then the
 median), and, for the profiles, the functions of this package by their own time. Profiles
 inflate small Python functions, so read their shares, and the interleaved timings for size.
+
+``instructions`` needs no quiet machine: it counts the CPU instructions the client process
+runs per keep-alive request, tracking on and off, under valgrind's callgrind (the server
+runs in another process, uncounted; only the request loop is counted, not the imports, the
+connect or the warm-up). The same code on the same data counts within a fraction of a
+percent from run to run, so a change of a few hundred instructions a request shows.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import cProfile
+import functools
 import gc
+import importlib
+import importlib.util
 import io
 import os
 import pstats
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -173,13 +186,178 @@ def startup(rounds: int) -> None:
         print(f"  {own / 1e3:6.2f} ms  {name}")
 
 
+# -- instructions per request (callgrind) ----------------------------------------------------
+
+#: A counted loop: set up a client, return (run n requests, close it).
+Counted = Callable[[str], tuple[Callable[[int], None], Callable[[], None]]]
+
+
+def _sync(make: Callable[[], Any], get: Callable[[Any, str], None]) -> Counted:
+    def setup(url: str) -> tuple[Callable[[int], None], Callable[[], None]]:
+        client = make()
+
+        def requests(n: int) -> None:
+            for _ in range(n):
+                get(client, url)
+
+        return requests, client.close if hasattr(client, "close") else client.clear
+
+    return setup
+
+
+def _httpx(module: str) -> Counted:
+    def make() -> Any:
+        return importlib.import_module(module).Client()
+
+    return _sync(make, lambda client, url: client.get(url).close())
+
+
+def _urllib3() -> Any:
+    import urllib3
+
+    return urllib3.PoolManager()
+
+
+def _async(make: Callable[[], Any], get: Callable[[Any, str], Any]) -> Counted:
+    """An event loop of our own, so that only the requests' part of it is counted."""
+
+    def setup(url: str) -> tuple[Callable[[int], None], Callable[[], None]]:
+        loop = asyncio.new_event_loop()
+
+        async def opened() -> Any:
+            return make()
+
+        client = loop.run_until_complete(opened())
+
+        async def body(n: int) -> None:
+            for _ in range(n):
+                await get(client, url)
+
+        def requests(n: int) -> None:
+            loop.run_until_complete(body(n))
+
+        def close() -> None:
+            closing = client.aclose() if hasattr(client, "aclose") else client.close()
+            loop.run_until_complete(closing)
+            loop.close()
+
+        return requests, close
+
+    return setup
+
+
+def _httpx_async(module: str) -> Counted:
+    async def get(client: Any, url: str) -> None:
+        response = await client.get(url)
+        await response.aclose()
+
+    return _async(lambda: importlib.import_module(module).AsyncClient(), get)
+
+
+def _aiohttp() -> Counted:
+    async def get(session: Any, url: str) -> None:
+        async with session.get(url) as response:
+            await response.read()
+
+    return _async(lambda: importlib.import_module("aiohttp").ClientSession(), get)
+
+
+COUNTED: dict[str, tuple[str, Callable[[], Counted]]] = {
+    # label: (module, the loop); the same requests as run.py's loops
+    "urllib3": ("urllib3", lambda: _sync(_urllib3, lambda pm, url: pm.request("GET", url))),
+    "httpx (sync)": ("httpx", lambda: _httpx("httpx")),
+    "httpx (async)": ("httpx", lambda: _httpx_async("httpx")),
+    "httpx2 (sync)": ("httpx2", lambda: _httpx("httpx2")),
+    "httpx2 (async)": ("httpx2", lambda: _httpx_async("httpx2")),
+    "aiohttp": ("aiohttp", _aiohttp),
+}
+
+
+def count_child(label: str, on: bool, n: int, url: str) -> None:
+    """The process callgrind runs: only what runs inside ``functools.reduce`` is counted."""
+    from pytest_connleak._core.adapters import acquire_instrumentation, release_instrumentation
+    from pytest_connleak._core.ledger import ledger
+
+    requests, close = COUNTED[label][1]()(url)
+    requests(50)  # connect, fill caches
+    if on:
+        acquire_instrumentation()
+        ledger.owner = "benchmark"
+    requests(20)
+    # A collection of the old generations inside the window would count the whole heap.
+    gc.collect()
+    gc.freeze()
+    # One call: reduce() over one item with an initial value calls the function once.
+    functools.reduce(lambda _, __: requests(n), [0], None)
+    if on:
+        ledger.owner = None
+        release_instrumentation()
+    close()
+
+
+def _callgrind_total(path: str) -> int:
+    with open(path, encoding="utf-8") as out:
+        for line in out:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
+def instructions(n: int, labels: list[str] | None) -> None:
+    """Instructions per request of each client, off and on, counted by callgrind."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("instructions needs valgrind (apt-get install valgrind)")
+    print(f"instructions per keep-alive request, {n} requests counted (callgrind)")
+    print("| client | off | on | added | ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    with run.server() as url, tempfile.TemporaryDirectory() as tmp:
+        for label in labels or list(COUNTED):
+            module = COUNTED[label][0]
+            if importlib.util.find_spec(module) is None:
+                continue
+            counts = {}
+            for mode in ("off", "on"):  # one after the other: the machine has few cores
+                out = os.path.join(tmp, f"callgrind.{mode}.out")
+                # No address randomisation and a fixed hash seed: dicts keyed by id() and
+                # by str lay out the same each run, so the counts repeat.
+                args = ["setarch", "-R"] if shutil.which("setarch") else []
+                args += ["valgrind", "--tool=callgrind", "--collect-atstart=no"]
+                args += ["--toggle-collect=functools_reduce", f"--callgrind-out-file={out}"]
+                args += [sys.executable, __file__, "--count-child", label, "--mode", mode]
+                args += ["-n", str(n), "--url", url]
+                env = {**os.environ, "PYTHONHASHSEED": "0"}
+                subprocess.run(args, env=env, check=True, capture_output=True)
+                counts[mode] = _callgrind_total(out) / n
+            off, on = counts["off"], counts["on"]
+            print(
+                f"| {label} | {off:,.0f} | {on:,.0f} | {on - off:+,.0f} | {on / off:.4f} |",
+                flush=True,
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["cycle", "request", "tests", "startup"])
+    parser.add_argument(
+        "what", nargs="?", choices=["cycle", "request", "tests", "startup", "instructions"]
+    )
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("-n", type=int, help="requests, cycles or tests per round")
+    parser.add_argument(
+        "--client", action="append", choices=list(COUNTED), help="instructions: only these"
+    )
+    # The child that callgrind runs (see instructions()); not for people.
+    parser.add_argument("--count-child", choices=list(COUNTED), help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=("on", "off"), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.what == "cycle":
+    if args.count_child:
+        count_child(args.count_child, args.mode == "on", args.n, args.url)
+        return 0
+    if args.what is None:
+        parser.error("say what to measure")
+    if args.what == "instructions":
+        instructions(args.n or 300, args.client)
+    elif args.what == "cycle":
         cycle(args.rounds, args.n or 20_000)
     elif args.what == "request":
         request(args.rounds, args.n or 2_000)

@@ -120,15 +120,36 @@ class AiohttpAdapter(Adapter):
             except Exception as exc:
                 failed(name, "counting a wait for a connection", exc)
 
-        def give_back(connector: Any, key: Any, proto: Any) -> None:
-            # find(), not get(): the placeholders and connections released here before we
-            # saw them leased need no record.
-            try:
-                rec = find(connector, (key.host, key.port, key.is_ssl))
-                if rec is not None:
-                    ledger.release(rec, proto)
-            except Exception as exc:
-                failed(name, "recording a return (_release_acquired)", exc)
+        # The open lease of each leased connection, by id() of its protocol (what every
+        # return names): the pool record is looked up once a request, at the lease, and the
+        # return finds the lease itself. A protocol is leased by one Connection at a time
+        # and stays alive while leased (the connector's acquired set, or the Connection,
+        # holds it). An entry whose protocol died leased (its session closed under it)
+        # stays until a new protocol reuses its id; the weak reference in the lease tells
+        # such an entry from the live protocol's own. No lock: a set and a pop, each atomic.
+        leases: dict[int, Lease] = {}
+        pop_lease = leases.pop
+        lease_of, release_lease = ledger.lease, ledger.release_lease
+        entries = pools.entries.get
+
+        def lease_for(connector: Any, key: Any, protocol: Any) -> None:
+            entry = entries(id(connector))
+            rec = entry.records.get((key.host, key.port, key.is_ssl)) if entry is not None else None
+            if rec is None:
+                rec = record(connector, key)
+            leases[id(protocol)] = lease_of(rec, protocol)
+
+        def give_back(protocol: Any) -> None:
+            # The placeholders and connections released here before we saw them leased
+            # have no entry.
+            lease = pop_lease(id(protocol), None)
+            if lease is not None:
+                try:
+                    ref = lease._conn_ref
+                    if ref is None or ref() is protocol:
+                        release_lease(lease)
+                except Exception as exc:
+                    failed(name, "recording a return (_release)", exc)
 
         def make_connect(original: Callable[..., Any]) -> Callable[..., Any]:
             async def connect(self: Any, req: Any, traces: Any, timeout: Any) -> Any:
@@ -147,7 +168,7 @@ class AiohttpAdapter(Adapter):
                 try:
                     # The connection's own key: req.connection_key builds a new one.
                     key = getattr(conn, "_key", None) or req.connection_key
-                    ledger.lease(record(self, key), conn.protocol)
+                    lease_for(self, key, conn.protocol)
                 except Exception as exc:
                     failed(name, "recording a lease (connect)", exc)
                 return conn
@@ -168,7 +189,7 @@ class AiohttpAdapter(Adapter):
                 try:
                     return original(self, key, proto)
                 finally:
-                    give_back(self, key, proto)
+                    give_back(proto)
 
             return _release_acquired
 
@@ -176,7 +197,7 @@ class AiohttpAdapter(Adapter):
             def _release(self: Any, key: Any, protocol: Any, *a: Any, **kw: Any) -> Any:
                 if self.closed:
                     # The original returns at once and never reaches _release_acquired.
-                    give_back(self, key, protocol)
+                    give_back(protocol)
                 return original(self, key, protocol, *a, **kw)
 
             return _release
@@ -199,7 +220,16 @@ class AiohttpAdapter(Adapter):
                 # A CONNECT tunnel's connection (a subclass) is never pooled nor released.
                 if type(self) is connection_cls:
                     try:
-                        ledger.lease(record(connector, key), protocol)
+                        # lease_for(), written out: this runs on every request.
+                        entry = entries(id(connector))
+                        rec = (
+                            entry.records.get((key.host, key.port, key.is_ssl))
+                            if entry is not None
+                            else None
+                        )
+                        if rec is None:
+                            rec = record(connector, key)
+                        leases[id(protocol)] = lease_of(rec, protocol)
                     except Exception as exc:
                         failed(name, "recording a lease (Connection)", exc)
 
@@ -223,7 +253,14 @@ class AiohttpAdapter(Adapter):
                     try:
                         return original(self, key, protocol, should_close=should_close)
                     finally:
-                        give_back(self, key, protocol)
+                        lease = pop_lease(id(protocol), None)
+                        if lease is not None:
+                            try:
+                                ref = lease._conn_ref
+                                if ref is None or ref() is protocol:
+                                    release_lease(lease)
+                            except Exception as exc:
+                                failed(name, "recording a return (_release)", exc)
 
                 return _release
 
@@ -231,7 +268,7 @@ class AiohttpAdapter(Adapter):
                 try:
                     return original(self, key, protocol, *a, **kw)
                 finally:
-                    give_back(self, key, protocol)
+                    give_back(protocol)
 
             return _release_any
 

@@ -111,25 +111,25 @@ class HttpcoreAdapter(Adapter):
 
         sync_pools = OriginPools(ledger, self.name)
         async_pools = self._async_pools = OriginPools(ledger, self.name)
-        # The open lease of each response stream, by id(stream), with a weak reference to
-        # the stream: a dropped response is not kept alive by us (its lease stays open in
-        # the ledger: the pool still counts it). Not keyed by a weak reference: the cyclic
-        # GC clears weak references before it runs finalizers, and a stream in a cycle (an
-        # SDK's stream object and its generator) is closed by such a finalizer, after its
-        # entry would be gone. An entry whose stream died unclosed stays until its id is
-        # reused by a new stream, which replaces it. No lock: a set and a pop, each atomic
-        # (a finalizer may close a stream in the middle of our own code).
-        leases: dict[int, tuple[Callable[[], object | None], Lease]] = {}
+        # The open lease of each response stream, by id(stream); the lease holds a weak
+        # reference to its stream (a dropped response is not kept alive by us: its lease
+        # stays open in the ledger, as the pool still counts it). Not keyed by a weak
+        # reference: the cyclic GC clears weak references before it runs finalizers, and a
+        # stream in a cycle (an SDK's stream object and its generator) is closed by such a
+        # finalizer, after its entry would be gone. An entry whose stream died unclosed
+        # stays until its id is reused by a new stream, which replaces it. No lock: a set
+        # and a pop, each atomic (a finalizer may close a stream in the middle of our code).
+        leases: dict[int, Lease] = {}
+        pop_lease = leases.pop
         name = self.name
         failed = ledger.internal_error
+        lease_of, release_lease = ledger.lease, ledger.release_lease
+        ref = weakref.ref
 
         def note_wait(pools: OriginPools, pool: Any, request: Any) -> None:
-            # Before the original: only look-ups that cannot fail, then, in the rare case
-            # that every connection is out, the origin, whose failure only skips the note
-            # (an invalid URL fails in the original, with the library's own error).
-            group = pools.group(pool)
-            if group is None or group[1] is None or group[0] < group[1]:
-                return
+            # Only when every connection is out (the rare case): the origin, whose failure
+            # only skips the note (an invalid URL fails in the original, with the library's
+            # own error).
             try:
                 url = request.url
                 key = (url.scheme, url.host, url.port)
@@ -141,34 +141,103 @@ class HttpcoreAdapter(Adapter):
             except Exception as exc:
                 failed(name, "counting a wait for a connection", exc)
 
-        def track(pools: OriginPools, pool: Any, request: Any, response: Any, cls: type) -> None:
-            try:
-                stream = getattr(response, "stream", None)
-                # Only a stream we can see close is a lease we can see returned.
-                if isinstance(stream, cls):
-                    url = request.url
-                    key = (url.scheme, url.host, url.port)
-                    # find() first: the closures below cost more than the look-up.
-                    rec = pools.find(pool, key) or pools.get(
-                        pool, key, lambda: _format(*key), lambda: _capacity(pool)
-                    )
-                    lease = ledger.lease(rec, None)
-                    lease._holder = holder = weakref.ref(stream)
-                    leases[id(stream)] = (holder, lease)
-            except Exception as exc:
-                failed(name, "recording a lease (handle_request)", exc)
+        def first_record(pools: OriginPools, pool: Any, key: Any) -> Any:
+            # The first request of an origin through this pool: make its record.
+            return pools.get(pool, key, lambda: _format(*key), lambda: _capacity(pool))
 
-        def give_back(stream: Any) -> None:
-            try:
-                entry = leases.pop(id(stream), None)
+        # The request path (handle_request, then the stream's close) is written out in full
+        # in each wrapper, with no helper calls: one look-up of the pool's entry (by id)
+        # serves both the wait check and the lease, and the lease is found again by the id
+        # of its stream.
+
+        def make_handle(original: Callable[..., Any]) -> Callable[..., Any]:
+            entries = sync_pools.entries.get
+
+            def handle_request(self: Any, request: Any) -> Any:
+                # Before the original only look-ups and compares, which cannot fail.
+                entry = entries(id(self))
                 if entry is not None:
-                    ref, lease = entry
-                    # None: the stream is being finalized by the cyclic GC (ids are unique
-                    # among live objects, and it is alive: it is closing).
-                    if ref() is stream or ref() is None:
-                        ledger.release_lease(lease)
-            except Exception as exc:
-                failed(name, "recording a return (stream close)", exc)
+                    group = entry.group
+                    if group[1] is not None and group[0] >= group[1]:
+                        note_wait(sync_pools, self, request)
+                response = original(self, request)
+                try:
+                    stream = getattr(response, "stream", None)
+                    # Only a stream we can see close is a lease we can see returned.
+                    if isinstance(stream, sync_stream):
+                        url = request.url
+                        key = (url.scheme, url.host, url.port)
+                        rec = entry.records.get(key) if entry is not None else None
+                        if rec is None:
+                            rec = first_record(sync_pools, self, key)
+                        lease = lease_of(rec, None)
+                        lease._holder = ref(stream)
+                        leases[id(stream)] = lease
+                except Exception as exc:
+                    failed(name, "recording a lease (handle_request)", exc)
+                return response
+
+            return handle_request
+
+        def make_async_handle(original: Callable[..., Any]) -> Callable[..., Any]:
+            entries = async_pools.entries.get
+
+            async def handle_async_request(self: Any, request: Any) -> Any:
+                entry = entries(id(self))
+                if entry is not None:
+                    group = entry.group
+                    if group[1] is not None and group[0] >= group[1]:
+                        note_wait(async_pools, self, request)
+                response = await original(self, request)
+                try:
+                    stream = getattr(response, "stream", None)
+                    if isinstance(stream, async_stream):
+                        url = request.url
+                        key = (url.scheme, url.host, url.port)
+                        rec = entry.records.get(key) if entry is not None else None
+                        if rec is None:
+                            rec = first_record(async_pools, self, key)
+                        lease = lease_of(rec, None)
+                        lease._holder = ref(stream)
+                        leases[id(stream)] = lease
+                except Exception as exc:
+                    failed(name, "recording a lease (handle_async_request)", exc)
+                return response
+
+            return handle_async_request
+
+        # The stream's close, after the original only: a close() that failed part-way may
+        # have left the request counted by the pool, and then the lease is still out. The
+        # entry found by id(self) is this stream's own, or one left by a stream that died
+        # unclosed and whose id this one reuses (being alive, this one is not that one):
+        # ids are unique among live objects. A stream finalized by the cyclic GC closes
+        # here too, its weak reference already cleared: it is still found by its id.
+
+        def make_close(original: Callable[..., Any]) -> Callable[..., Any]:
+            def close(self: Any) -> Any:
+                result = original(self)
+                lease = pop_lease(id(self), None)
+                if lease is not None:
+                    try:
+                        release_lease(lease)
+                    except Exception as exc:
+                        failed(name, "recording a return (stream close)", exc)
+                return result
+
+            return close
+
+        def make_aclose(original: Callable[..., Any]) -> Callable[..., Any]:
+            async def aclose(self: Any) -> Any:
+                result = await original(self)
+                lease = pop_lease(id(self), None)
+                if lease is not None:
+                    try:
+                        release_lease(lease)
+                    except Exception as exc:
+                        failed(name, "recording a return (stream close)", exc)
+                return result
+
+            return aclose
 
         def mark_closed(pools: OriginPools, pool: Any) -> None:
             # httpcore's close() drops the connections but not the requests of responses
@@ -178,42 +247,6 @@ class HttpcoreAdapter(Adapter):
                     lease.state = CLOSED_WITH_POOL
             except Exception as exc:
                 failed(name, "noting a closed pool", exc)
-
-        def make_handle(original: Callable[..., Any]) -> Callable[..., Any]:
-            def handle_request(self: Any, request: Any) -> Any:
-                note_wait(sync_pools, self, request)
-                response = original(self, request)
-                track(sync_pools, self, request, response, sync_stream)
-                return response
-
-            return handle_request
-
-        def make_async_handle(original: Callable[..., Any]) -> Callable[..., Any]:
-            async def handle_async_request(self: Any, request: Any) -> Any:
-                note_wait(async_pools, self, request)
-                response = await original(self, request)
-                track(async_pools, self, request, response, async_stream)
-                return response
-
-            return handle_async_request
-
-        def make_close(original: Callable[..., Any]) -> Callable[..., Any]:
-            def close(self: Any) -> Any:
-                result = original(self)
-                # After the original only: a close() that failed part-way may have left the
-                # request counted by the pool, and then the lease is still out.
-                give_back(self)
-                return result
-
-            return close
-
-        def make_aclose(original: Callable[..., Any]) -> Callable[..., Any]:
-            async def aclose(self: Any) -> Any:
-                result = await original(self)
-                give_back(self)
-                return result
-
-            return aclose
 
         def make_pool_close(original: Callable[..., Any]) -> Callable[..., Any]:
             def close(self: Any) -> Any:

@@ -66,6 +66,10 @@ class OriginPools:
         # id(pool) -> its records; a weak reference callback drops the entry when the
         # pool dies, before its id can be reused.
         self._pools: dict[int, _Pool] = {}
+        #: ``id(pool)`` -> what is kept for it (``records`` by origin key, ``group``): for an
+        #: adapter's request path, which reads it with ``.get`` and no method call. Read
+        #: only; never rebound.
+        self.entries = self._pools
         self._records: weakref.WeakSet[PoolRecord] = weakref.WeakSet()
 
     def find(self, pool: object, key: Hashable) -> PoolRecord | None:
