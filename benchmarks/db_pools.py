@@ -375,8 +375,8 @@ once. The ratios were right.)
 The last two columns answer one question: is it being called at all that costs, or what
 is done once called? "Pass-through wrappers only" wraps exactly the methods the adapters
 wrap (and listens to the same SQLAlchemy pool events) with wrappers that only pass the
-call on, and records nothing. They add 0 to 5,000 instructions a checkout; tracking
-adds 16,000 to 23,000. So the cost is the bookkeeping, and most of it is one shared piece:
+call on, and records nothing. They add 3,600 to 5,500 instructions a checkout; tracking
+adds 17,000 to 24,000. So the cost is the bookkeeping, and most of it is one shared piece:
 
 | part of a checkout and its return | instructions |
 | --- | --- |
@@ -384,7 +384,7 @@ adds 16,000 to 23,000. So the cost is the bookkeeping, and most of it is one sha
 | of which: finding the lease site (two `sys._getframe()` calls) | about 2,600 |
 | of which: the reentrant lock, once for the lease and once for the return | about 2,800 |
 | SQLAlchemy's `checkin` event (kept: it carries the GC's return and `detach()`) | about 3,900 |
-| being called at all (pass-through wrappers at the adapters' places) | 0 to 5,000 |
+| being called at all (pass-through wrappers at the adapters' places) | 3,600 to 5,500 |
 | the adapters' own bookkeeping (which connection holds which lease) | the rest |
 
 The ledger's share was measured alone: a loop of lease and return through a wrapper, on
