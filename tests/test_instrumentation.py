@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import threading
 from collections.abc import Iterator
@@ -103,6 +104,34 @@ def test_memory_stays_flat(tracked: Ledger, base_url: str) -> None:
             pm.request("GET", base_url + "/ok")
     assert tracked.size() == small
     assert tracked.open_leases() == []
+
+
+def test_a_pool_that_died_holding_a_lease_is_dropped_once_it_is_returned(
+    tracked: Ledger,
+) -> None:
+    # The lease outlives its pool (as when a cycle's finalizer returns it after the pool's
+    # weak reference died): the ledger keeps the record while the lease is open, and lets
+    # go of it once the lease is back, however many pools come and go later.
+    pool = urllib3.HTTPConnectionPool("127.0.0.1", 9, maxsize=1)
+    pool._get_conn()  # no I/O: urllib3 connects on the first request
+    rec = tracked.known_record(pool)
+    assert rec is not None
+    del pool
+    gc.collect()
+    # Another pool's registration takes in the death while the lease is still out.
+    other = urllib3.HTTPConnectionPool("127.0.0.1", 9, maxsize=1)
+    other._put_conn(other._get_conn())
+    del other
+    (lease,) = tracked.open_leases()
+    assert lease.pool is rec
+    tracked.release_lease(lease)
+    for _ in range(200):  # new pools: their registration prunes the ledger's indexes
+        other = urllib3.HTTPConnectionPool("127.0.0.1", 9, maxsize=1)
+        other._put_conn(other._get_conn())
+        del other
+    assert tracked.open_leases() == []
+    assert rec not in tracked._holding.values()
+    assert len(tracked._holding) < 64
 
 
 def test_thread_safe_counts(tracked: Ledger, base_url: str, request: pytest.FixtureRequest) -> None:

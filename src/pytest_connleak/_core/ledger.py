@@ -793,7 +793,7 @@ class Ledger:
         else:
             try:
                 leases.remove(lease)
-            except ValueError:  # pragma: no cover - the two indexes never disagree
+            except ValueError:  # pragma: no cover - an unreleased lease is in its pool's list
                 return
         rec.leased -= 1
         if lease._window == self._window:
@@ -869,6 +869,13 @@ class Ledger:
         if len(self._all_pools) > self._prune_at:
             self._all_pools = [ref for ref in self._all_pools if ref() is not None]
             self._prune_at = max(64, 2 * len(self._all_pools))
+            # A pool that died holding leases stays in _holding; if they came back after
+            # its death (a cycle's finalizer), nothing else would ever drop it.
+            self._holding = {
+                key: rec
+                for key, rec in self._holding.items()
+                if rec.leases or rec.pool_object is not None
+            }
 
     def take_usage(self) -> list[PoolUsage]:
         """What every pool did since the previous call; then start counting afresh.
