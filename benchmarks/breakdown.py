@@ -25,14 +25,12 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import functools
 import gc
 import importlib
 import importlib.util
 import io
 import os
 import pstats
-import shutil
 import statistics
 import subprocess
 import sys
@@ -47,6 +45,7 @@ sys.path.insert(0, str(HERE))
 if str(HERE.parent / "src") not in sys.path:  # a checkout without the editable install
     sys.path.insert(0, str(HERE.parent / "src"))
 
+import callgrind  # noqa: E402  (benchmarks/callgrind.py: counting instructions)
 import run  # noqa: E402  (benchmarks/run.py: the server, the loops, the suites)
 
 OURS = "pytest_connleak"
@@ -284,29 +283,16 @@ def count_child(label: str, on: bool, n: int, url: str) -> None:
         acquire_instrumentation()
         ledger.owner = "benchmark"
     requests(20)
-    # A collection of the old generations inside the window would count the whole heap.
-    gc.collect()
-    gc.freeze()
-    # One call: reduce() over one item with an initial value calls the function once.
-    functools.reduce(lambda _, __: requests(n), [0], None)
+    callgrind.counted(lambda: requests(n))
     if on:
         ledger.owner = None
         release_instrumentation()
     close()
 
 
-def _callgrind_total(path: str) -> int:
-    with open(path, encoding="utf-8") as out:
-        for line in out:
-            if line.startswith(("summary:", "totals:")):
-                return int(line.split()[1])
-    raise RuntimeError(f"no totals in {path}")
-
-
 def instructions(n: int, labels: list[str] | None) -> None:
     """Instructions per request of each client, off and on, counted by callgrind."""
-    if shutil.which("valgrind") is None:
-        raise SystemExit("instructions needs valgrind (apt-get install valgrind)")
+    callgrind.require()
     print(f"instructions per keep-alive request, {n} requests counted (callgrind)")
     print("| client | off | on | added | ratio |")
     print("| --- | --- | --- | --- | --- |")
@@ -318,16 +304,15 @@ def instructions(n: int, labels: list[str] | None) -> None:
             counts = {}
             for mode in ("off", "on"):  # one after the other: the machine has few cores
                 out = os.path.join(tmp, f"callgrind.{mode}.out")
-                # No address randomisation and a fixed hash seed: dicts keyed by id() and
-                # by str lay out the same each run, so the counts repeat.
-                args = ["setarch", "-R"] if shutil.which("setarch") else []
-                args += ["valgrind", "--tool=callgrind", "--collect-atstart=no"]
-                args += ["--toggle-collect=functools_reduce", f"--callgrind-out-file={out}"]
-                args += [sys.executable, __file__, "--count-child", label, "--mode", mode]
-                args += ["-n", str(n), "--url", url]
-                env = {**os.environ, "PYTHONHASHSEED": "0"}
-                subprocess.run(args, env=env, check=True, capture_output=True)
-                counts[mode] = _callgrind_total(out) / n
+                child = [sys.executable, __file__, "--count-child", label, "--mode", mode]
+                child += ["-n", str(n), "--url", url]
+                subprocess.run(
+                    callgrind.command(out, child),
+                    env=callgrind.environment(),
+                    check=True,
+                    capture_output=True,
+                )
+                counts[mode] = callgrind.total(out) / n
             off, on = counts["off"], counts["on"]
             print(
                 f"| {label} | {off:,.0f} | {on:,.0f} | {on - off:+,.0f} | {on / off:.4f} |",

@@ -41,6 +41,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS-db.md"
+sys.path.insert(0, str(HERE))
+import callgrind  # noqa: E402  (benchmarks/callgrind.py: counting instructions)
 
 
 def _servers() -> Any:
@@ -254,12 +256,7 @@ def one_loop(
         acquire_instrumentation()
         ledger.owner = "benchmark"
     loop(20)
-    # A collection of the old generations inside the window would count the whole heap.
-    gc.collect()
-    gc.freeze()
-    # One element and an initial value: reduce() calls the loop once (two elements would
-    # call it twice and double every count).
-    functools.reduce(lambda _, __: loop(n), [0], None)
+    callgrind.counted(lambda: loop(n))
     if on or bare:
         ledger.owner = None
         release_instrumentation()
@@ -276,8 +273,7 @@ class Counted:
 
 def instructions(n: int) -> list[Counted]:
     """Instructions per checkout of each loop, off and on, counted by callgrind."""
-    if shutil.which("valgrind") is None:
-        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    callgrind.require()
     servers = _servers()
     pg, rd = servers.PostgresServer(), servers.RedisServer()
     tmp = tempfile.mkdtemp(prefix="connleak-bench-")
@@ -289,23 +285,20 @@ def instructions(n: int) -> list[Counted]:
             children = {}
             for mode in ("off", "on", "bare"):  # all at once: each child is single-threaded
                 out = os.path.join(tmp, f"callgrind.{mode}.out")
-                # No address randomisation: dicts keyed by id() lay out the same each run.
-                args = ["setarch", "-R"] if shutil.which("setarch") else []
-                args += ["valgrind", "--tool=callgrind", "--collect-atstart=no"]
-                args += ["--toggle-collect=functools_reduce", f"--callgrind-out-file={out}"]
-                args += [sys.executable, __file__, "--one-loop", name, "--mode", mode]
+                args = [sys.executable, __file__, "--one-loop", name, "--mode", mode]
                 args += ["-n", str(n), "--urls", pg.url, rd.url, "--sqlite", f"{tmp}/{mode}.db"]
-                # A fixed hash seed: the same dict layouts, so the same instruction counts.
-                env = {**os.environ, "PYTHONHASHSEED": "0"}
                 child = subprocess.Popen(
-                    args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                    callgrind.command(out, args),
+                    env=callgrind.environment(),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                 )
                 children[mode] = (child, out)
             per_mode = {}
             for mode, (child, out) in children.items():
                 if child.wait() != 0:
                     raise RuntimeError(f"{name} ({mode}) under callgrind: exit {child.returncode}")
-                per_mode[mode] = _callgrind_total(out) / n
+                per_mode[mode] = callgrind.total(out) / n
             counted.append(Counted(name, per_mode["off"], per_mode["on"], per_mode["bare"]))
             print(f"  {name}: counted", file=sys.stderr)
     finally:
@@ -313,14 +306,6 @@ def instructions(n: int) -> list[Counted]:
         rd.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return counted
-
-
-def _callgrind_total(path: str) -> int:
-    with open(path, encoding="utf-8") as out:
-        for line in out:
-            if line.startswith(("summary:", "totals:")):
-                return int(line.split()[1])
-    raise RuntimeError(f"no totals in {path}")
 
 
 def instructions_table(counted: list[Counted]) -> str:
