@@ -952,7 +952,10 @@ class Ledger:
             self._settle()
             holding = self._holding
             leases = []
-            for key, rec in list(holding.items()):
+            # A copy made in one step: a finalizer that runs in an allocation of this loop
+            # and registers a pool (not an update here, so not deferred) changes the
+            # original only.
+            for key, rec in holding.copy().items():
                 if rec.leases:
                     leases += rec.leases
                 elif rec.pool_object is None:  # a dead pool whose leases came back late
